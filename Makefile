@@ -1,0 +1,51 @@
+# Llama 3.2 from Scratch. Every target creates .venv from requirements.txt when it
+# is missing or older than requirements.txt, so a fresh clone needs only Python 3.11+.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TINY := models/tiny-llama-3.2/original
+# Tests and committed outputs always use the embedded checkpoint, offline.
+OFFLINE := LLAMA_CHECKPOINT=$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
+
+.PHONY: run test lint lab notebooks weights tiny-model clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+## make run: execute notebooks 01..09 in order into build/ (notebooks + HTML) and print a summary
+run: $(STAMP)
+	$(PY) -m helpers.book run
+
+## make test: unit, property and oracle tests, then every notebook re-executed and compared (nbval)
+test: $(STAMP) lint
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests --nbval --nbval-current-env notebooks
+
+lint: $(STAMP)
+	$(PY) -m ruff check helpers tests notebooks
+	$(PY) -m ruff format --check helpers tests notebooks
+
+## make lab: JupyterLab on notebooks/
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+## make notebooks: re-execute the committed notebooks in place on the embedded checkpoint
+notebooks: $(STAMP)
+	$(OFFLINE) $(PY) -m helpers.book notebooks
+
+## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)
+weights: $(STAMP)
+	$(PY) -m helpers.weights
+
+## make tiny-model: re-train the embedded checkpoint models/tiny-llama-3.2
+tiny-model: $(STAMP)
+	$(PY) -m helpers.train
+
+clean:
+	rm -rf build artifacts .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

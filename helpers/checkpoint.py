@@ -1,0 +1,238 @@
+"""Find, load, validate and save checkpoints in Meta's original format.
+
+A checkpoint is a directory holding ``params.json``, ``consolidated.00.pth`` and,
+optionally, ``tokenizer.model`` -- exactly what
+``huggingface-cli download meta-llama/Llama-3.2-1B --include "original/*"`` fetches.
+The weights file is a pickle, so it is opened with ``weights_only=True``: only
+plain tensors are accepted, nothing in the file is executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+REAL_1B_DIR = MODELS_DIR / "Llama-3.2-1B" / "original"
+TINY_DIR = MODELS_DIR / "tiny-llama-3.2" / "original"
+WEIGHTS_FILE = "consolidated.00.pth"
+ENV_VAR = "LLAMA_CHECKPOINT"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete, or does not match params.json."""
+
+
+def display_path(path: str | Path) -> str:
+    """A path as it may be printed: relative to the repository, never the machine's absolute path."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return path.name if path.name else str(path)
+
+
+def resolve_checkpoint_dir(explicit: str | Path | None = None) -> Path:
+    """Which checkpoint directory to use.
+
+    Order: ``explicit`` (e.g. a command-line flag), then ``$LLAMA_CHECKPOINT``, then
+    ``models/Llama-3.2-1B/original/`` if ``make weights`` filled it, then the embedded
+    ``models/tiny-llama-3.2/original/``.
+    """
+    for source, value in (("--checkpoint", explicit), (ENV_VAR, os.environ.get(ENV_VAR))):
+        if value:
+            path = Path(value).expanduser()
+            if not (path / "params.json").is_file():
+                raise CheckpointError(
+                    f"{source} points to {display_path(path)}, which holds no params.json: "
+                    "give a Meta-format directory such as models/Llama-3.2-1B/original"
+                )
+            return path
+    if (REAL_1B_DIR / "params.json").is_file() and (REAL_1B_DIR / WEIGHTS_FILE).is_file():
+        return REAL_1B_DIR
+    if (TINY_DIR / "params.json").is_file():
+        return TINY_DIR
+    raise CheckpointError(
+        "no checkpoint found: the embedded models/tiny-llama-3.2/original/ is missing "
+        "(restore it with `git checkout models/` or rebuild it with `make tiny-model`)"
+    )
+
+
+def checkpoint_name(ckpt_dir: str | Path) -> str:
+    """A short name for a checkpoint directory: 'tiny-llama-3.2' for .../tiny-llama-3.2/original."""
+    path = Path(ckpt_dir).resolve()
+    return path.parent.name if path.name == "original" else path.name
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a Meta-format Llama 3 checkpoint and its shape.
+
+    ``output.weight`` is listed too; a checkpoint may omit it when the LM head is
+    tied to the embedding (Llama 3.2-1B ties them).
+    """
+    d, hd, f = cfg.dim, cfg.head_dim, cfg.ffn_hidden_dim
+    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (cfg.vocab_size, d)}
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        shapes[p + "attention.wq.weight"] = (cfg.n_heads * hd, d)
+        shapes[p + "attention.wk.weight"] = (cfg.n_kv_heads * hd, d)
+        shapes[p + "attention.wv.weight"] = (cfg.n_kv_heads * hd, d)
+        shapes[p + "attention.wo.weight"] = (d, cfg.n_heads * hd)
+        shapes[p + "feed_forward.w1.weight"] = (f, d)
+        shapes[p + "feed_forward.w2.weight"] = (d, f)
+        shapes[p + "feed_forward.w3.weight"] = (f, d)
+        shapes[p + "attention_norm.weight"] = (d,)
+        shapes[p + "ffn_norm.weight"] = (d,)
+    shapes["norm.weight"] = (d,)
+    shapes["output.weight"] = (cfg.vocab_size, d)
+    return shapes
+
+
+def parameter_count(cfg: ModelConfig, include_output: bool = False) -> int:
+    """Number of parameters; the tied output matrix is not counted unless asked."""
+    total = 0
+    for key, shape in expected_shapes(cfg).items():
+        if key == "output.weight" and not include_output:
+            continue
+        n = 1
+        for s in shape:
+            n *= s
+        total += n
+    return total
+
+
+def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) -> dict[str, torch.Tensor]:
+    """Check every key and shape against the config; return the state dict with output tied.
+
+    Raises CheckpointError naming the file, the key, the expected and the found shape.
+    """
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{source}: expected a dict of tensors, found {type(sd).__name__}")
+    expected = expected_shapes(cfg)
+    for key, value in sd.items():
+        if key not in expected:
+            raise CheckpointError(
+                f"{source}: unexpected key {key!r}; params.json describes {cfg.n_layers} layers "
+                "(is params.json from the same model as the weights?)"
+            )
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
+        if not value.is_floating_point():
+            raise CheckpointError(f"{source}: {key} has dtype {value.dtype}, expected a floating-point dtype")
+    for key, shape in expected.items():
+        if key not in sd:
+            if key == "output.weight":
+                continue
+            raise CheckpointError(
+                f"{source}: missing key {key!r} (expected shape {shape}); the file is incomplete "
+                "or belongs to a different model than params.json"
+            )
+        found = tuple(sd[key].shape)
+        if found != shape:
+            raise CheckpointError(
+                f"{source}: {key} has shape {found}, expected {shape} from params.json "
+                "(is params.json from the same model as the weights?)"
+            )
+    out = dict(sd)
+    out.setdefault("output.weight", out["tok_embeddings.weight"])
+    return out
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """``torch.load`` with ``weights_only=True`` (no code runs) and ``mmap=True`` (no copy into RAM)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path.name} not found in {display_path(path.parent)}/: download Meta's weights with "
+            "`make weights`, or point LLAMA_CHECKPOINT at a directory that has them"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path.name} holds something other than plain tensors, so it was not loaded "
+            f"(weights_only=True refuses to run code from a pickle): {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path.name} could not be read ({str(err).splitlines()[0]}); the file may be truncated: "
+            "download it again"
+        ) from err
+
+
+def load_checkpoint(
+    ckpt_dir: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+    rope_scale_factor: float | None = None,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read params.json and consolidated.00.pth from a Meta-format directory.
+
+    Returns the config and the validated state dict (``output.weight`` present,
+    tied to the embedding when the file omits it). ``dtype`` casts the weights
+    (e.g. ``torch.float32`` for exact comparisons); by default they stay as stored.
+    """
+    ckpt_dir = resolve_checkpoint_dir(ckpt_dir)
+    cfg = ModelConfig.from_json(ckpt_dir / "params.json", rope_scale_factor=rope_scale_factor)
+    sd = validate_state_dict(load_state_dict(ckpt_dir / WEIGHTS_FILE), cfg)
+    if dtype is not None:
+        sd = cast_state_dict(sd, dtype)
+    return cfg, sd
+
+
+def cast_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The same weights in another dtype; tied tensors stay tied (one copy)."""
+    cast: dict[int, torch.Tensor] = {}
+    out = {}
+    for key, value in sd.items():
+        if id(value) not in cast:
+            cast[id(value)] = value.to(dtype)
+        out[key] = cast[id(value)]
+    return out
+
+
+def save_checkpoint(
+    ckpt_dir: str | Path, cfg: ModelConfig, sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None
+) -> Path:
+    """Write params.json and consolidated.00.pth (Meta's format); each file lands atomically."""
+    import json
+
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    sd = validate_state_dict(sd, cfg, source="state dict to save")
+    if dtype is not None:
+        sd = cast_state_dict(sd, dtype)
+    # Tied tensors (output.weight is tok_embeddings.weight) are stored once.
+    copies: dict[int, torch.Tensor] = {}
+    tensors = {}
+    for key, value in sd.items():
+        if id(value) not in copies:
+            copies[id(value)] = value.detach().contiguous().clone()
+        tensors[key] = copies[id(value)]
+    tmp = ckpt_dir / (WEIGHTS_FILE + ".tmp")
+    torch.save(tensors, tmp)
+    os.replace(tmp, ckpt_dir / WEIGHTS_FILE)
+    tmp = ckpt_dir / "params.json.tmp"
+    tmp.write_text(json.dumps(cfg.to_params(), indent=2) + "\n")
+    os.replace(tmp, ckpt_dir / "params.json")
+    return ckpt_dir
+
+
+def random_state_dict(cfg: ModelConfig, seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
+    """Random float32 weights of the right shapes (norm weights near 1), for tests and benchmarks."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in expected_shapes(cfg).items():
+        if key == "output.weight":
+            continue
+        if len(shape) == 1:
+            sd[key] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        else:
+            sd[key] = std * torch.randn(shape, generator=gen)
+    sd["output.weight"] = sd["tok_embeddings.weight"]
+    return sd

@@ -1,0 +1,113 @@
+"""Meta's layout <-> Hugging Face ``transformers`` layout of the same weights.
+
+Two differences. Names: ``layers.0.attention.wq.weight`` is
+``model.layers.0.self_attn.q_proj.weight`` and so on (KEY_MAP). And RoPE pairs:
+Meta rotates interleaved pairs (2i, 2i+1) of each head; Hugging Face rotates
+(i, i + head_dim/2) ("rotate half"). Permuting the rows of wq and wk inside
+each head turns one layout into the other, so both give the same attention.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+
+KEY_MAP = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+
+
+def permute_for_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder the rows of wq or wk within each head: interleaved pairs -> rotate-half pairs.
+
+    Row 2i of a head moves to i and row 2i+1 to i + head_dim/2. (n_heads*hd, d) -> same shape.
+    """
+    rows, d = w.shape
+    hd = rows // n_heads
+    return w.view(n_heads, hd // 2, 2, d).transpose(1, 2).reshape(rows, d)
+
+
+def unpermute_from_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of permute_for_rotate_half."""
+    rows, d = w.shape
+    hd = rows // n_heads
+    return w.view(n_heads, 2, hd // 2, d).transpose(1, 2).reshape(rows, d)
+
+
+def hf_key(meta_key: str) -> str:
+    """Hugging Face name of a Meta checkpoint key."""
+    if meta_key in KEY_MAP:
+        return KEY_MAP[meta_key]
+    _, layer, rest = meta_key.split(".", 2)
+    return f"model.layers.{layer}.{KEY_MAP[rest]}"
+
+
+def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Convert a Meta-format state dict to ``LlamaForCausalLM``'s names and q/k row order."""
+    out = {}
+    for key, value in sd.items():
+        if key.endswith("attention.wq.weight"):
+            value = permute_for_rotate_half(value, cfg.n_heads)
+        elif key.endswith("attention.wk.weight"):
+            value = permute_for_rotate_half(value, cfg.n_kv_heads)
+        out[hf_key(key)] = value
+    return out
+
+
+def hf_config(cfg: ModelConfig, dtype: torch.dtype = torch.float32):
+    """A ``transformers.LlamaConfig`` describing the same model (tied embeddings)."""
+    from transformers import LlamaConfig
+
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.use_scaled_rope:
+        rope = {
+            "rope_type": "llama3",
+            "rope_theta": cfg.rope_theta,
+            "factor": cfg.rope_scale_factor,
+            "low_freq_factor": cfg.rope_low_freq_factor,
+            "high_freq_factor": cfg.rope_high_freq_factor,
+            "original_max_position_embeddings": cfg.rope_original_context,
+        }
+    return LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.dim,
+        intermediate_size=cfg.ffn_hidden_dim,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_seq_len,
+        rms_norm_eps=cfg.norm_eps,
+        rope_parameters=rope,
+        tie_word_embeddings=True,
+        # Llama 3's <|begin_of_text|> and <|end_of_text|>, where the vocabulary has them.
+        bos_token_id=128000 if cfg.vocab_size > 128001 else None,
+        eos_token_id=128001 if cfg.vocab_size > 128001 else None,
+        dtype=dtype,
+    )
+
+
+def hf_model(sd: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype = torch.float32):
+    """``LlamaForCausalLM`` holding these weights, built offline (no hub), in eval mode."""
+    from transformers import LlamaForCausalLM
+
+    hf_cfg = hf_config(cfg, dtype)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(hf_cfg)
+    weights = {k: v.to(dtype) for k, v in to_hf_state_dict(sd, cfg).items()}
+    model.load_state_dict(weights, assign=True, strict=True)
+    model.tie_weights()
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=hf_cfg)  # buffers were on meta
+    return model.eval()

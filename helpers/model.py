@@ -1,0 +1,114 @@
+"""The whole Llama 3 forward pass as plain functions over the state dict.
+
+text -> tokens -> embeddings -> L x [RMSNorm -> attention -> + -> RMSNorm -> SwiGLU -> +]
+-> RMSNorm -> LM head -> logits
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .attention import attention
+from .config import ModelConfig
+from .feed_forward import feed_forward
+from .rmsnorm import rms_norm
+from .rope import precompute_freqs_cis
+
+if TYPE_CHECKING:
+    from .kv_cache import KVCache
+
+
+def check_tokens(tokens: torch.Tensor, cfg: ModelConfig, start_pos: int = 0) -> torch.Tensor:
+    """Validate token ids: integers in 0..V-1, non-empty, fitting in the context. Returns a LongTensor."""
+    tokens = torch.as_tensor(tokens)
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+        raise ValueError(f"token ids must be integers, got dtype {tokens.dtype}")
+    if tokens.ndim not in (1, 2) or tokens.shape[-1] == 0:
+        raise ValueError(f"expected token ids of shape (N,) or (B, N) with N >= 1, got {tuple(tokens.shape)}")
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= cfg.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token id {bad} is outside the vocabulary 0..{cfg.vocab_size - 1}")
+    if start_pos + tokens.shape[-1] > cfg.max_seq_len:
+        raise ValueError(
+            f"{start_pos + tokens.shape[-1]} positions exceed the context of {cfg.max_seq_len}: shorten the prompt"
+        )
+    return tokens.long()
+
+
+def embed(tokens: torch.Tensor, sd: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token embedding: row ``t`` of the (V, d) table for each token id t. (..., N) -> (..., N, d)"""
+    return sd["tok_embeddings.weight"][tokens]
+
+
+def transformer_block(
+    x: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    layer: int,
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor,
+    kv_cache: KVCache | None = None,
+    start_pos: int = 0,
+) -> torch.Tensor:
+    """One block, equations (2.1): pre-norm attention and pre-norm SwiGLU, each added to the residual stream.
+
+    x: (..., N, d) -> (..., N, d)
+    """
+    p = f"layers.{layer}."
+    h = x + attention(rms_norm(x, sd[p + "attention_norm.weight"], cfg.norm_eps), sd, layer, cfg, freqs_cis, kv_cache, start_pos)
+    ffn_in = rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps)
+    w = p + "feed_forward."
+    return h + feed_forward(ffn_in, sd[w + "w1.weight"], sd[w + "w2.weight"], sd[w + "w3.weight"])
+
+
+def _freqs_for(cfg: ModelConfig, freqs_cis: torch.Tensor | None, start_pos: int, n: int, device) -> torch.Tensor:
+    if freqs_cis is None or freqs_cis.shape[0] < start_pos + n:
+        freqs_cis = precompute_freqs_cis(cfg, start_pos + n)
+    return freqs_cis[start_pos : start_pos + n].to(device)
+
+
+def hidden_states(
+    tokens: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """The residual stream X^0 (embeddings), X^1, ..., X^L after each block (no final norm).
+
+    tokens: (N,) or (B, N) -> list of L + 1 tensors (..., N, d)
+    """
+    tokens = check_tokens(tokens, cfg)
+    freqs = _freqs_for(cfg, freqs_cis, 0, tokens.shape[-1], tokens.device)
+    states = [embed(tokens, sd)]
+    for layer in range(cfg.n_layers):
+        states.append(transformer_block(states[-1], sd, layer, cfg, freqs))
+    return states
+
+
+def lm_head(h: torch.Tensor, sd: dict[str, torch.Tensor], cfg: ModelConfig) -> torch.Tensor:
+    """Final RMSNorm, then the (tied) output matrix: (..., N, d) -> float32 logits (..., N, V)."""
+    return (rms_norm(h, sd["norm.weight"], cfg.norm_eps) @ sd["output.weight"].T).float()
+
+
+def forward(
+    tokens: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor | None = None,
+    kv_cache: KVCache | None = None,
+    start_pos: int = 0,
+) -> torch.Tensor:
+    """Logits for every position: tokens (N,) or (B, N) -> float32 (..., N, V).
+
+    freqs_cis may be precomputed for at least start_pos + N positions. With a
+    ``kv_cache``, ``tokens`` are the positions start_pos .. start_pos+N-1 and the
+    earlier ones are read from the cache. Differentiable (used for training).
+    """
+    tokens = check_tokens(tokens, cfg, start_pos)
+    freqs = _freqs_for(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
+    h = embed(tokens, sd)
+    for layer in range(cfg.n_layers):
+        h = transformer_block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
+    return lm_head(h, sd, cfg)
