@@ -153,7 +153,13 @@ def load_state_dict(path: str | Path) -> dict:
             "`make weights`, or point LLAMA_CHECKPOINT at a directory that has them"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            # A legacy (non-zip) torch.save file cannot be memory-mapped; read it whole.
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path.name} holds something other than plain tensors, so it was not loaded "

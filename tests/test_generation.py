@@ -1,0 +1,143 @@
+"""Sampling rules, the generation loop, and the KV cache (cached == uncached, token by token)."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import SHAPES, random_tokens
+from helpers.checkpoint import random_state_dict
+from helpers.config import ModelConfig, llama_3_2_1b_config
+from helpers.kv_cache import KVCache, cache_bytes_per_token
+from helpers.model import forward
+from helpers.rope import precompute_freqs_cis
+from helpers.sampling import (
+    apply_temperature,
+    generate,
+    greedy,
+    sample_next_token,
+    top_k_filter,
+    top_p_filter,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 40))
+def test_top_k_keeps_exactly_the_k_largest(seed, k):
+    logits = torch.randn(40, generator=torch.Generator().manual_seed(seed))
+    kept = torch.isfinite(top_k_filter(logits, k))
+    assert int(kept.sum()) == k
+    assert logits[kept].min() >= logits[~kept].max() if k < 40 else True
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**16), p=st.floats(0.01, 1.0))
+def test_top_p_keeps_the_smallest_nucleus(seed, p):
+    logits = torch.randn(30, generator=torch.Generator().manual_seed(seed)) * 2
+    probs = torch.softmax(logits, -1)
+    kept = torch.isfinite(top_p_filter(logits, p))
+    assert kept[logits.argmax()]
+    # the kept set reaches p (up to float error), and dropping its least likely member would not
+    assert probs[kept].sum() >= p - 1e-6
+    assert probs[kept].sum() - probs[kept].min() < p + 1e-6
+    assert probs[kept].min() >= probs[~kept].max() if (~kept).any() else True
+
+
+def test_temperature_sharpens_and_flattens():
+    logits = torch.tensor([2.0, 1.0, 0.0])
+    entropy = lambda z: -(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum()  # noqa: E731
+    assert entropy(apply_temperature(logits, 0.5)) < entropy(logits) < entropy(apply_temperature(logits, 2.0))
+
+
+def test_seeded_sampling_is_reproducible_and_follows_probabilities():
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.1]))
+    draw = lambda seed: [sample_next_token(logits, 1.0, generator=torch.Generator().manual_seed(seed)) for _ in range(1)]  # noqa: E731
+    assert draw(5) == draw(5)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.tensor([sample_next_token(logits, 1.0, generator=gen) for _ in range(4000)]), minlength=3)
+    torch.testing.assert_close(counts / 4000, torch.tensor([0.7, 0.2, 0.1]), rtol=0, atol=0.03)
+    assert sample_next_token(logits, 1.0, top_k=1, generator=gen) == 0
+    assert sample_next_token(logits) == int(greedy(logits)) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": -1.0}, "temperature must be > 0"),
+        ({"temperature": 1.0, "top_k": 0}, "top_k must be an integer >= 1"),
+        ({"temperature": 1.0, "top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"temperature": 1.0, "top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+    ],
+)
+def test_bad_sampling_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sample_next_token(torch.zeros(5), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_cached_logits_equal_uncached_at_every_step(name):
+    cfg = SHAPES[name]
+    sd = random_state_dict(cfg, seed=21, std=0.15)
+    tokens = random_tokens(40, cfg.vocab_size, seed=22)
+    full = forward(tokens, sd, cfg)
+    cache, freqs = KVCache(cfg, 40), precompute_freqs_cis(cfg, 40)
+    prefill = 8
+    torch.testing.assert_close(forward(tokens[:prefill], sd, cfg, freqs, cache, 0), full[:prefill], rtol=0, atol=1e-5)
+    for pos in range(prefill, 40):
+        step = forward(tokens[pos : pos + 1], sd, cfg, freqs, cache, pos)
+        torch.testing.assert_close(step[0], full[pos], rtol=0, atol=1e-5, msg=f"position {pos}")
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "top_k": 50, "top_p": 0.9, "seed": 3}])
+def test_cached_generation_equals_uncached(sampling):
+    cfg = SHAPES["gqa-scaled"]
+    sd = random_state_dict(cfg, seed=23, std=0.3)
+    prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
+    cached = generate(prompt, sd, cfg, 30, use_cache=True, **sampling)
+    uncached = generate(prompt, sd, cfg, 30, use_cache=False, **sampling)
+    assert cached == uncached and len(cached) == 30
+    # the greedy run really is greedy: each token is the argmax given the ones before
+    if not sampling:
+        seq = prompt + cached
+        logits = forward(torch.tensor(seq), sd, cfg)
+        assert logits[len(prompt) - 1 : -1].argmax(-1).tolist() == cached
+
+
+def test_generation_stops_at_end_of_text():
+    cfg = ModelConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=10, multiple_of=16)
+    # Blocks that add nothing, every token embedded as the same vector e, and an LM head
+    # whose only non-zero row (token 7) is e: token 7 always has the largest logit.
+    sd = {k: torch.zeros_like(v) if k.startswith("layers.") else v for k, v in random_state_dict(cfg, seed=1).items()}
+    e = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    sd["tok_embeddings.weight"] = e.expand(10, 32).clone()
+    sd["norm.weight"] = torch.ones(32)
+    sd["output.weight"] = torch.zeros(10, 32)
+    sd["output.weight"][7] = e
+    for use_cache in (True, False):
+        assert generate([1, 2], sd, cfg, 10, stop_ids=(7,), use_cache=use_cache) == [7]
+        assert generate([1, 2], sd, cfg, 3, use_cache=use_cache) == [7, 7, 7]
+
+
+def test_generation_input_errors():
+    cfg = ModelConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=10, multiple_of=16, max_seq_len=16)
+    sd = random_state_dict(cfg)
+    with pytest.raises(ValueError, match="exceed the context of 16"):
+        generate([1] * 10, sd, cfg, 10)
+    with pytest.raises(ValueError, match="N >= 1"):
+        generate([], sd, cfg, 3)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        generate([11], sd, cfg, 3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate([1], sd, cfg, -1)
+
+
+def test_cache_size_at_1b_scale():
+    cfg = llama_3_2_1b_config()
+    assert cache_bytes_per_token(cfg, torch.bfloat16) == 2 * 16 * 8 * 64 * 2 == 32768
+    mha = ModelConfig(**{**cfg.__dict__, "n_kv_heads": 32})
+    assert cache_bytes_per_token(mha, torch.bfloat16) == 4 * 32768
+    cache = KVCache(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=10), 5)
+    assert cache.nbytes == 5 * cache_bytes_per_token(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=10), torch.float32)
+    with pytest.raises(ValueError, match="holds 5 positions"):
+        cache.update(0, 4, torch.zeros(2, 2, 8), torch.zeros(2, 2, 8))
