@@ -167,8 +167,7 @@ def load_state_dict(path: str | Path) -> dict:
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(
-            f"{path.name} could not be read ({str(err).splitlines()[0]}); the file may be truncated: "
-            "download it again"
+            f"{path.name} could not be read ({str(err).splitlines()[0]}); the file may be truncated: download it again"
         ) from err
 
 

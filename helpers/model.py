@@ -57,7 +57,9 @@ def transformer_block(
     x: (..., N, d) -> (..., N, d)
     """
     p = f"layers.{layer}."
-    h = x + attention(rms_norm(x, sd[p + "attention_norm.weight"], cfg.norm_eps), sd, layer, cfg, freqs_cis, kv_cache, start_pos)
+    h = x + attention(
+        rms_norm(x, sd[p + "attention_norm.weight"], cfg.norm_eps), sd, layer, cfg, freqs_cis, kv_cache, start_pos
+    )
     ffn_in = rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps)
     w = p + "feed_forward."
     return h + feed_forward(ffn_in, sd[w + "w1.weight"], sd[w + "w2.weight"], sd[w + "w3.weight"])

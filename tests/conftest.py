@@ -15,10 +15,25 @@ from helpers.tokenizer import Tokenizer
 
 # Shapes the oracle tests run on: GQA, MQA and MHA, with and without Llama 3 RoPE scaling.
 SHAPES = {
-    "gqa-scaled": ModelConfig(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=300, multiple_of=32, use_scaled_rope=True),
-    "mqa-scaled": ModelConfig(dim=48, n_layers=3, n_heads=4, n_kv_heads=1, vocab_size=300, multiple_of=16, use_scaled_rope=True, rope_theta=10000.0),
-    "mha-plain": ModelConfig(dim=32, n_layers=2, n_heads=2, n_kv_heads=2, vocab_size=300, multiple_of=16, ffn_dim_multiplier=1.5),
-    "gqa-plain-deep": ModelConfig(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=300, multiple_of=64, rope_theta=500000.0),
+    "gqa-scaled": ModelConfig(
+        dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=300, multiple_of=32, use_scaled_rope=True
+    ),
+    "mqa-scaled": ModelConfig(
+        dim=48,
+        n_layers=3,
+        n_heads=4,
+        n_kv_heads=1,
+        vocab_size=300,
+        multiple_of=16,
+        use_scaled_rope=True,
+        rope_theta=10000.0,
+    ),
+    "mha-plain": ModelConfig(
+        dim=32, n_layers=2, n_heads=2, n_kv_heads=2, vocab_size=300, multiple_of=16, ffn_dim_multiplier=1.5
+    ),
+    "gqa-plain-deep": ModelConfig(
+        dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=300, multiple_of=64, rope_theta=500000.0
+    ),
 }
 
 
@@ -48,7 +63,9 @@ def small_ckpt(tmp_path, small_cfg):
 @pytest.fixture
 def tokenizer_vocab_ckpt(tmp_path):
     """A random checkpoint with the real 128256-token vocabulary, so text prompts can be used."""
-    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32, use_scaled_rope=True)
+    cfg = ModelConfig(
+        dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32, use_scaled_rope=True
+    )
     ckpt = tmp_path / "random-vocab" / "original"
     save_checkpoint(ckpt, cfg, random_state_dict(cfg, seed=2, std=0.3))
     return ckpt

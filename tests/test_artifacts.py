@@ -47,7 +47,9 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, small_ckpt, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_artifact("04_qkv", {"q": torch.ones(2)}, small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
     monkeypatch.undo()
-    assert torch.equal(load_artifact("04_qkv", small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")["q"], torch.zeros(2))
+    assert torch.equal(
+        load_artifact("04_qkv", small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")["q"], torch.zeros(2)
+    )
     assert [p.name for p in (tmp_path / "a" / "random-llama").iterdir()] == ["04_qkv.pt"]
 
 

@@ -41,12 +41,21 @@ def test_generate_cached_equals_uncached(tokenizer_vocab_ckpt):
     cached, uncached = cli(*base), cli(*base, "--no-cache")
     assert cached.returncode == 0, cached.stderr
     assert cached.stdout == uncached.stdout and cached.stdout.startswith(PROMPT)
-    sampled = [cli(*base, "--temperature", "1.5", "--top-k", "50", "--top-p", "0.95", "--seed", "7").stdout for _ in range(2)]
+    sampled = [
+        cli(*base, "--temperature", "1.5", "--top-k", "50", "--top-p", "0.95", "--seed", "7").stdout for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]
 
 
 def test_generate_uses_the_environment_checkpoint(tokenizer_vocab_ckpt):
-    r = cli("generate", "--prompt", PROMPT, "--max-new-tokens", "2", env_extra={"LLAMA_CHECKPOINT": str(tokenizer_vocab_ckpt)})
+    r = cli(
+        "generate",
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "2",
+        env_extra={"LLAMA_CHECKPOINT": str(tokenizer_vocab_ckpt)},
+    )
     assert r.returncode == 0, r.stderr
     cfg, sd = load_checkpoint(tokenizer_vocab_ckpt, dtype=torch.float32)
     tok = Tokenizer.load(None)
@@ -75,7 +84,9 @@ def test_user_mistakes_get_one_line(tokenizer_vocab_ckpt, args, message):
 def test_missing_checkpoint_and_bad_out(tmp_path, tokenizer_vocab_ckpt):
     r = cli("generate", "--checkpoint", str(tmp_path / "nowhere"), "--prompt", PROMPT)
     assert r.returncode == 2 and "holds no params.json" in r.stderr and "Traceback" not in r.stderr
-    r = cli("logits", "--checkpoint", str(tokenizer_vocab_ckpt), "--prompt", PROMPT, "--out", str(tmp_path / "no" / "x.pt"))
+    r = cli(
+        "logits", "--checkpoint", str(tokenizer_vocab_ckpt), "--prompt", PROMPT, "--out", str(tmp_path / "no" / "x.pt")
+    )
     assert r.returncode == 2 and "does not exist" in r.stderr
     assert not (tmp_path / "no").exists()
 

@@ -21,7 +21,18 @@ def pins(text: str) -> dict[str, str]:
 def test_requirements_are_exact_pins_with_torch_2_13():
     req = pins((ROOT / "requirements.txt").read_text())
     assert req["torch"] == "2.13.0"
-    for name in ("tiktoken", "jupyterlab", "matplotlib", "nbval", "huggingface-hub", "llama-models", "transformers", "pytest", "hypothesis", "tqdm"):
+    for name in (
+        "tiktoken",
+        "jupyterlab",
+        "matplotlib",
+        "nbval",
+        "huggingface-hub",
+        "llama-models",
+        "transformers",
+        "pytest",
+        "hypothesis",
+        "tqdm",
+    ):
         assert name in req, name
 
 

@@ -7,8 +7,8 @@ prompts of 64 tokens or more.
 
 import pytest
 import torch
-
 from conftest import SHAPES, random_tokens
+
 from helpers.checkpoint import random_state_dict
 from helpers.config import ModelConfig
 from helpers.hf import hf_model, permute_for_rotate_half, to_hf_state_dict, unpermute_from_rotate_half
@@ -42,7 +42,9 @@ def test_hidden_states_and_logits_match_transformers(name):
 
 def test_rope_scaling_factor_is_visible_to_the_oracle():
     """Factor 8 vs 32 changes the logits by more than the tolerance, so the tests can tell them apart."""
-    cfg32 = ModelConfig(dim=64, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=300, multiple_of=32, use_scaled_rope=True)
+    cfg32 = ModelConfig(
+        dim=64, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=300, multiple_of=32, use_scaled_rope=True
+    )
     cfg8 = ModelConfig(**{**cfg32.__dict__, "rope_scale_factor": 8.0})
     sd = random_state_dict(cfg32, seed=5, std=0.15)
     tokens = random_tokens(64, cfg32.vocab_size, seed=6)

@@ -6,8 +6,8 @@ value), so these comparisons run our code with rope_scale_factor=8.
 
 import pytest
 import torch
-
 from conftest import SHAPES, random_tokens
+
 from helpers.checkpoint import random_state_dict
 from helpers.config import LLAMA_3_1_ROPE_FACTOR, ModelConfig
 from helpers.kv_cache import KVCache
@@ -37,7 +37,9 @@ def test_logits_match_meta_reference(meta_reference, name):
 
 def test_rope_frequencies_match_meta_reference(meta_reference):
     for scaled in (False, True):
-        cfg = ModelConfig(dim=512, n_layers=1, n_heads=8, n_kv_heads=2, vocab_size=10, use_scaled_rope=scaled, rope_scale_factor=8.0)
+        cfg = ModelConfig(
+            dim=512, n_layers=1, n_heads=8, n_kv_heads=2, vocab_size=10, use_scaled_rope=scaled, rope_scale_factor=8.0
+        )
         theirs = meta_reference.precompute_freqs_cis(cfg.head_dim, 4096, cfg.rope_theta, scaled)
         torch.testing.assert_close(precompute_freqs_cis(cfg, 4096), theirs, rtol=0, atol=1e-6)
 

@@ -67,8 +67,8 @@ def test_incomplete_snapshot_is_reported(tmp_path):
 
 
 def test_http_errors_become_instructions(monkeypatch, tmp_path):
-    import huggingface_hub
     import httpx
+    import huggingface_hub
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     from helpers import weights

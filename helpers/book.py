@@ -1,0 +1,102 @@
+"""``make run`` and ``make notebooks``: execute the book's notebooks headless, in order.
+
+- ``run``: executes notebooks/NN_*.ipynb on the default checkpoint into build/notebooks/
+  (executed copies) and build/html/, then prints each notebook's time and the model's
+  greedy continuation of the book's prompt. Exits non-zero naming a failing notebook.
+- ``notebooks``: re-executes the committed notebooks in place (the one way their
+  outputs are produced); the Makefile pins it to the embedded checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import REPO_ROOT, display_path, load_checkpoint, resolve_checkpoint_dir
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BUILD_DIR = REPO_ROOT / "build"
+PROMPT = "The capital of France is"
+
+
+def notebooks() -> list[Path]:
+    """The chapters, in book order (01_..., 02_..., ...)."""
+    return sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(path: Path, timeout: int = 600):
+    """Run every cell of one notebook with the working directory set to notebooks/."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
+    ).execute()
+    return nb
+
+
+def continuation(max_new_tokens: int = 24) -> str:
+    """The default checkpoint's greedy continuation of the book's prompt."""
+    import torch
+
+    from .sampling import generate
+    from .tokenizer import Tokenizer
+
+    ckpt = resolve_checkpoint_dir()
+    cfg, sd = load_checkpoint(ckpt, dtype=torch.float32)
+    tok = Tokenizer.load(ckpt)
+    new = generate(tok.encode(PROMPT), sd, cfg, max_new_tokens, stop_ids=tok.stop_ids)
+    return PROMPT + tok.decode([t for t in new if t not in tok.stop_ids])
+
+
+def run_book(in_place: bool = False) -> int:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    paths = notebooks()
+    ckpt = resolve_checkpoint_dir()
+    print(f"checkpoint: {display_path(ckpt)}; {len(paths)} notebook(s)")
+    out_nb, out_html = BUILD_DIR / "notebooks", BUILD_DIR / "html"
+    if not in_place:
+        out_nb.mkdir(parents=True, exist_ok=True)
+        out_html.mkdir(parents=True, exist_ok=True)
+    total = 0.0
+    for path in paths:
+        start = time.perf_counter()
+        try:
+            nb = execute(path)
+        except Exception as err:  # noqa: BLE001 - report which notebook failed, then stop
+            first = str(err).strip().splitlines()
+            print(f"FAILED {path.name}: {first[-1] if first else type(err).__name__}", file=sys.stderr)
+            return 1
+        seconds = time.perf_counter() - start
+        total += seconds
+        if in_place:
+            nbformat.write(nb, path)
+        else:
+            nbformat.write(nb, out_nb / path.name)
+            html, _ = HTMLExporter().from_notebook_node(nb)
+            (out_html / path.with_suffix(".html").name).write_text(html)
+        print(f"  {path.name:<32} {seconds:6.1f} s")
+    print(
+        f"all notebooks: {total:.1f} s"
+        + ("" if in_place else f"; executed copies and HTML in {display_path(BUILD_DIR)}/")
+    )
+    print(f"greedy continuation: {continuation()!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["run", "notebooks"])
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    return run_book(in_place=args.mode == "notebooks")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
