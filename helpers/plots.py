@@ -19,7 +19,7 @@ def style() -> None:
             "axes.labelsize": 10,
             "xtick.labelsize": 9,
             "ytick.labelsize": 9,
-            "figure.autolayout": True,
+            "figure.constrained_layout.use": True,  # also makes room for colorbars
         }
     )
 

@@ -7,11 +7,16 @@ import types
 
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 
 from helpers.checkpoint import random_state_dict, save_checkpoint
 from helpers.config import ModelConfig
 from helpers.tokenizer import Tokenizer
+
+# Property tests draw the same examples on every run: CI must not be flaky.
+settings.register_profile("book", derandomize=True, deadline=None)
+settings.load_profile("book")
 
 # Shapes the oracle tests run on: GQA, MQA and MHA, with and without Llama 3 RoPE scaling.
 SHAPES = {

@@ -58,6 +58,6 @@ def test_tracked_files_hold_no_machine_paths_or_tokens():
         if path.suffix in {".pth", ".png", ".model"} or not path.is_file():
             continue
         text = path.read_text(errors="ignore")
-        if bad.search(text) and name != "tests/test_environment.py":
+        if bad.search(text) and name not in {"tests/test_environment.py", "tests/test_notebooks.py"}:
             hits.append(name)
     assert not hits, f"machine paths or tokens in {hits}"

@@ -132,7 +132,10 @@ def test_rope_relative_position(m, n, shift, seed):
         _, rk = apply_rotary_emb(k, k, freqs[b : b + 1])
         return (rq * rk).sum()
 
-    torch.testing.assert_close(dot(m, n), dot(m + shift, n + shift), rtol=1e-4, atol=1e-4)
+    # float32 angles at positions ~2000 carry ~1e-4 rad of rounding; a position-dependent
+    # score would differ by O(|q||k|), far above this bound
+    bound = 2e-4 * float(q.norm() * k.norm())
+    assert abs(dot(m, n) - dot(m + shift, n + shift)) <= bound
 
 
 def test_rope_equals_rotation_matrices():

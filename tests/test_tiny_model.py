@@ -98,7 +98,7 @@ def test_training_smoke_loss_decreases():
         "multiple_of": 32,
         "use_scaled_rope": True,
     }
-    result = train(steps=40, batch_size=8, lr=3e-3, seed=0, params=params, countries=countries, progress=False)
+    result = train(steps=40, batch_size=8, lr=1e-2, seed=0, params=params, countries=countries, progress=False)
     losses = result["losses"]
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
     sd = result["sd"]
