@@ -9,15 +9,13 @@ TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
 OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
-.PHONY: run test lint lab notebooks weights tiny-model clean venv
+.PHONY: run test lint lab notebooks weights tiny-model bench clean venv
 
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@# make `import helpers` work in notebooks run from notebooks/ (and in JupyterLab)
-	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'llama_from_scratch.pth').write_text('$(CURDIR)\n')"
 	@touch $(STAMP)
 
 ## make run: execute notebooks 01..09 in order into build/ (notebooks + HTML) and print a summary
@@ -43,6 +41,10 @@ notebooks: $(STAMP)
 ## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)
 weights: $(STAMP)
 	$(PY) -m helpers.weights
+
+## make bench: decode speed (from scratch vs transformers vs the memory-bandwidth roofline) -> build/bench/
+bench: $(STAMP)
+	$(OFFLINE) $(PY) -m helpers.bench
 
 ## make tiny-model: re-train the embedded checkpoint models/tiny-llama-3.2
 tiny-model: $(STAMP)

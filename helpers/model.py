@@ -94,6 +94,23 @@ def lm_head(h: torch.Tensor, sd: dict[str, torch.Tensor], cfg: ModelConfig) -> t
     return (rms_norm(h, sd["norm.weight"], cfg.norm_eps) @ sd["output.weight"].T).float()
 
 
+def forward_hidden(
+    tokens: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor | None = None,
+    kv_cache: KVCache | None = None,
+    start_pos: int = 0,
+) -> torch.Tensor:
+    """The final hidden states X^L (before the final norm): tokens (N,) or (B, N) -> (..., N, d)."""
+    tokens = check_tokens(tokens, cfg, start_pos)
+    freqs = _freqs_for(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
+    h = embed(tokens, sd)
+    for layer in range(cfg.n_layers):
+        h = transformer_block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
+    return h
+
+
 def forward(
     tokens: torch.Tensor,
     sd: dict[str, torch.Tensor],
@@ -108,9 +125,4 @@ def forward(
     ``kv_cache``, ``tokens`` are the positions start_pos .. start_pos+N-1 and the
     earlier ones are read from the cache. Differentiable (used for training).
     """
-    tokens = check_tokens(tokens, cfg, start_pos)
-    freqs = _freqs_for(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
-    h = embed(tokens, sd)
-    for layer in range(cfg.n_layers):
-        h = transformer_block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
-    return lm_head(h, sd, cfg)
+    return lm_head(forward_hidden(tokens, sd, cfg, freqs_cis, kv_cache, start_pos), sd, cfg)

@@ -8,7 +8,8 @@ import torch
 
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .model import check_tokens, forward
+from .model import check_tokens, forward, forward_hidden
+from .rmsnorm import rms_norm
 from .rope import precompute_freqs_cis
 
 
@@ -79,6 +80,17 @@ def sample_next_token(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def decode_head(output_weight: torch.Tensor) -> torch.Tensor:
+    """The LM head as a (d, V) matrix for one-row products: ``h @ decode_head(W)`` equals ``h @ W.T``.
+
+    Speed only: for one row, a float32 product reads a contiguous (d, V) copy 1.3-3x faster
+    on the CPUs measured by ``make bench`` (for bfloat16 the original layout was faster).
+    """
+    if output_weight.dtype == torch.float32:
+        return output_weight.T.contiguous()
+    return output_weight.T
+
+
 def generate(
     prompt_ids: Sequence[int],
     sd: dict[str, torch.Tensor],
@@ -111,13 +123,15 @@ def generate(
     device = sd["tok_embeddings.weight"].device
     freqs_cis = precompute_freqs_cis(cfg, total).to(device)
     cache = KVCache(cfg, total, dtype=sd["tok_embeddings.weight"].dtype, device=device) if use_cache else None
+    head_t = decode_head(sd["output.weight"]) if use_cache else None
     tokens, new, pos, step_input = list(prompt), [], 0, list(prompt)
     with torch.inference_mode():
         for _ in range(max_new_tokens):
-            if cache is None:
+            if cache is None:  # chapter 08's loop: the whole sequence, all rows of logits
                 logits = forward(torch.tensor(tokens, device=device), sd, cfg, freqs_cis)[-1]
-            else:
-                logits = forward(torch.tensor(step_input, device=device), sd, cfg, freqs_cis, cache, pos)[-1]
+            else:  # chapter 09: new tokens only, and only the last row needs the LM head (Remark 2.11)
+                h = forward_hidden(torch.tensor(step_input, device=device), sd, cfg, freqs_cis, cache, pos)[-1]
+                logits = (rms_norm(h, sd["norm.weight"], cfg.norm_eps) @ head_t).float()
                 pos += len(step_input)
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             tokens.append(next_id)

@@ -86,3 +86,34 @@ def test_hf_key_map_covers_every_tensor():
 
         expected = set(LlamaForCausalLM(hf_config(cfg)).state_dict())
     assert set(hf) == expected
+
+
+def test_embedded_checkpoint_matches_transformers():
+    """The tiny model the book runs on, through Hugging Face's implementation."""
+    from helpers.checkpoint import TINY_DIR, load_checkpoint
+    from helpers.tokenizer import Tokenizer
+
+    cfg, sd = load_checkpoint(TINY_DIR, dtype=torch.float32)
+    text = "The capital of France is Paris. France is a country in Europe. " * 6
+    tokens = torch.tensor(Tokenizer.load(TINY_DIR).encode(text))
+    assert len(tokens) >= 64
+    with torch.no_grad():
+        theirs = hf_model(sd, cfg)(tokens[None]).logits[0]
+    diff = (theirs - forward(tokens, sd, cfg)).abs().max().item()
+    assert diff <= TOL, f"tiny-llama-3.2: logits differ by {diff:.2e}"
+
+
+def test_real_1b_widths_match_transformers():
+    """Llama-3.2-1B's exact config (widths, heads, vocabulary, RoPE factor 32), cut to 2 blocks to fit CI."""
+    from helpers.config import llama_3_2_1b_config
+
+    cfg = ModelConfig(**{**llama_3_2_1b_config().__dict__, "n_layers": 2})
+    sd = random_state_dict(cfg, seed=41, std=0.02)
+    tokens = random_tokens(64, cfg.vocab_size, seed=42)
+    with torch.no_grad():
+        out = hf_model(sd, cfg)(tokens[None], output_hidden_states=True)
+    ours = hidden_states(tokens, sd, cfg)
+    for theirs, mine in zip(out.hidden_states[:-1], ours[:-1], strict=True):
+        assert (theirs[0] - mine).abs().max().item() <= TOL
+    diff = (out.logits[0] - forward(tokens, sd, cfg)).abs().max().item()
+    assert diff <= TOL, f"1B widths: logits differ by {diff:.2e}"

@@ -59,3 +59,21 @@ def test_cached_decoding_matches_meta_reference(meta_reference):
         theirs = model(tokens[None, pos : pos + 1], start_pos=pos)[0]
         ours = forward(tokens[pos : pos + 1], sd, cfg, kv_cache=cache, start_pos=pos)
         assert (theirs - ours).abs().max() <= TOL, f"position {pos}"
+
+
+def test_embedded_checkpoint_and_1b_widths_match_meta_reference(meta_reference):
+    from helpers.checkpoint import TINY_DIR, load_checkpoint
+    from helpers.config import llama_3_2_1b_config
+    from helpers.tokenizer import Tokenizer
+
+    cfg, sd = load_checkpoint(TINY_DIR, dtype=torch.float32, rope_scale_factor=LLAMA_3_1_ROPE_FACTOR)
+    tokens = torch.tensor(Tokenizer.load(TINY_DIR).encode("The capital of Japan is Tokyo. Japan is in Asia. " * 6))
+    theirs = meta_transformer(meta_reference, cfg, sd, max_seq_len=128)(tokens[None], start_pos=0)[0]
+    assert (theirs - forward(tokens, sd, cfg)).abs().max().item() <= TOL
+
+    real = ModelConfig(**{**llama_3_2_1b_config(rope_scale_factor=8).__dict__, "n_layers": 2})
+    sd = random_state_dict(real, seed=43, std=0.02)
+    tokens = random_tokens(64, real.vocab_size, seed=44)
+    theirs = meta_transformer(meta_reference, real, sd, max_seq_len=64)(tokens[None], start_pos=0)[0]
+    diff = (theirs - forward(tokens, sd, real)).abs().max().item()
+    assert diff <= TOL, f"1B widths: logits differ from Meta's reference by {diff:.2e}"
