@@ -28,7 +28,11 @@ def test_decode_head_gives_the_same_logits():
 
 
 def test_run_book_names_the_failing_notebook(tmp_path, monkeypatch, capsys):
-    for name, source in [("01_fine", "print('ok')"), ("02_broken", "raise ValueError('boom')"), ("03_never", "print(3)")]:
+    for name, source in [
+        ("01_fine", "print('ok')"),
+        ("02_broken", "raise ValueError('boom')"),
+        ("03_never", "print(3)"),
+    ]:
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(source)]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
