@@ -3,16 +3,22 @@
 Greedy decoding, a 16-token prompt and 128 new tokens, end-of-text ignored, measured
 in one run on one machine:
 
-- ``scratch-cache``   helpers.generate with the KV cache (chapter 09);
+- ``scratch-cache``   helpers.generate with the KV cache (chapter 09), its decode step
+                      compiled (``compile=True``, helpers/compiled.py);
+- ``scratch-cache`` eager, the same without compiling (the code as the chapters run it):
+                      in the printed table, the figure and details.json, not in results.json;
 - ``scratch-nocache`` the uncached loop of chapter 08 (tiny model only: quadratic);
 - ``transformers``    LlamaForCausalLM.generate with its own cache, same weights and dtype;
 
 on the embedded tiny checkpoint (float32) and on random weights of the real
 Llama-3.2-1B shape (bfloat16 and float32). Decoding one token must read every weight
 once, so memory bandwidth bounds it: the roofline is bandwidth / bytes of weights read
-per token, with the bandwidth measured here by a streaming read.
+per token, with the bandwidth measured by a streaming read between the timed rounds
+(the best round counts: a roofline is a bound).
 
-Writes build/bench/results.json and build/bench/decode.png, prints a table.
+Writes build/bench/results.json (the issue's schema), details.json (every timing,
+compile times, the machine) and decode.png, and prints a table.
+``python -m helpers.bench --device cuda`` runs the same on a GPU.
 """
 
 from __future__ import annotations
@@ -35,18 +41,26 @@ from .sampling import generate
 OUT_DIR = REPO_ROOT / "build" / "bench"
 PROMPT_TOKENS = 16
 NEW_TOKENS = 128
+WARMUP_TOKENS = 8
 
 
-def measure_bandwidth(gib: float = 1.0, repeats: int = 7) -> float:
+def measure_bandwidth(gib: float = 1.0, repeats: int = 7, device: str = "cpu") -> float:
     """Streaming-read bandwidth in GB/s: the median time to sum a large float32 tensor."""
-    x = torch.ones(int(gib * 2**30) // 4)
+    x = torch.ones(int(gib * 2**30) // 4, device=device)
     x.sum()  # fault the pages in
     times = []
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
         x.sum()
+        _sync(device)
         times.append(time.perf_counter() - start)
     return x.nbytes / statistics.median(times) / 1e9
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
@@ -68,20 +82,20 @@ def prompt_ids(cfg: ModelConfig, seed: int = 0) -> list[int]:
     return ids
 
 
-def time_scratch(sd, cfg, ids, use_cache: bool) -> tuple[float, list[int]]:
+def time_scratch(sd, cfg, ids, new_tokens: int, **options) -> tuple[float, list[int]]:
     start = time.perf_counter()
-    new = generate(ids, sd, cfg, NEW_TOKENS, use_cache=use_cache)
+    new = generate(ids, sd, cfg, new_tokens, **options)
     return time.perf_counter() - start, new
 
 
-def time_transformers(model, ids) -> tuple[float, list[int]]:
-    inputs = torch.tensor([ids])
+def time_transformers(model, ids, new_tokens: int) -> tuple[float, list[int]]:
+    inputs = torch.tensor([ids], device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
             inputs,
             attention_mask=torch.ones_like(inputs),
-            max_new_tokens=NEW_TOKENS,
+            max_new_tokens=new_tokens,
             do_sample=False,
             eos_token_id=None,  # like the scratch runs: end-of-text is an ordinary token here
             pad_token_id=0,
@@ -89,45 +103,66 @@ def time_transformers(model, ids) -> tuple[float, list[int]]:
     return time.perf_counter() - start, out[0, len(ids) :].tolist()
 
 
-def bench_model(name, cfg, sd, dtype, repeats, rows, nocache: bool, progress) -> None:
+EAGER = "scratch-cache eager"  # not a results.json row: details.json, the table and the figure
+LABELS = {
+    "scratch-cache": "scratch, cache\n(compiled)",
+    EAGER: "scratch, cache\n(eager)",
+    "scratch-nocache": "scratch,\nno cache",
+    "transformers": "transformers",
+}
+
+
+def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) -> dict:
+    """Time every implementation on one (model, dtype): a short warm-up each (the compile
+    happens there), then rounds in which they take turns, so that a slow phase of the machine
+    hits all of them alike. Each rate is the median over the rounds."""
     from .hf import hf_model
 
     sd = {k: v.to(dtype) for k, v in sd.items()}
     sd["output.weight"] = sd["tok_embeddings.weight"]
+    model = hf_model(sd, cfg, dtype).to(device)
+    sd = {k: v.to(device) for k, v in sd.items()}
     ids = prompt_ids(cfg)
-    impls = [("scratch-cache", lambda: time_scratch(sd, cfg, ids, True))]
+    impls = {
+        "scratch-cache": lambda n: time_scratch(sd, cfg, ids, n, compile=True),
+        EAGER: lambda n: time_scratch(sd, cfg, ids, n),
+    }
     if nocache:
-        impls.append(("scratch-nocache", lambda: time_scratch(sd, cfg, ids, False)))
-    model = hf_model(sd, cfg, dtype)
-    impls.append(("transformers", lambda: time_transformers(model, ids)))
-    # One warm-up run each, then the implementations take turns, so that a slow phase of
-    # the machine hits all of them alike; each row is the median of its runs.
-    progress.set_description(f"{name} {str(dtype)[6:]} warm-up")
-    outputs = {impl: fn()[1] for impl, fn in impls}
-    times: dict[str, list[float]] = {impl: [] for impl, _ in impls}
+        impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, use_cache=False)
+    impls["transformers"] = lambda n: time_transformers(model, ids, n)
+    label = f"{name} {str(dtype).removeprefix('torch.')}"
+    warmup = {}
+    for impl, fn in impls.items():
+        progress.set_description(f"{label} warm-up {impl}")
+        warmup[impl] = round(fn(WARMUP_TOKENS)[0], 2)
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    outputs: dict[str, list[int]] = {}
+    bandwidth = []
     for r in range(repeats):
-        for impl, fn in impls:
-            progress.set_description(f"{name} {str(dtype)[6:]} {impl} ({r + 1}/{repeats})")
-            times[impl].append(fn()[0])
-    for impl, _ in impls:
-        rate = NEW_TOKENS / statistics.median(times[impl])
-        rows.append(
-            {
-                "model": name,
-                "impl": impl,
-                "dtype": str(dtype).removeprefix("torch."),
-                "prompt_tokens": len(ids),
-                "new_tokens": NEW_TOKENS,
-                "tokens_per_s": round(rate, 3),
-            }
-        )
+        progress.set_description(f"{label} bandwidth ({r + 1}/{repeats})")
+        bandwidth.append(round(measure_bandwidth(device=device), 2))
+        for impl, fn in impls.items():
+            progress.set_description(f"{label} {impl} ({r + 1}/{repeats})")
+            seconds, outputs[impl] = fn(NEW_TOKENS)
+            times[impl].append(round(seconds, 4))
     progress.update(1)
-    if dtype == torch.float32:  # same greedy tokens from every implementation (float32 only)
-        reference = outputs["scratch-cache"]
-        for impl, tokens in outputs.items():
-            agree = sum(a == b for a, b in zip(tokens, reference, strict=True))
-            if agree < NEW_TOKENS:
-                print(f"note: {name} {impl} agrees with scratch-cache on {agree}/{NEW_TOKENS} tokens", file=sys.stderr)
+    agreement = {}
+    reference = outputs[EAGER]
+    for impl, tokens in outputs.items():
+        agreement[impl] = sum(a == b for a, b in zip(tokens, reference, strict=True))
+        if dtype == torch.float32 and agreement[impl] < NEW_TOKENS:  # bf16 rounding may fork a random model
+            print(f"note: {label} {impl} agrees with eager on {agreement[impl]}/{NEW_TOKENS} tokens", file=sys.stderr)
+    return {
+        "model": name,
+        "dtype": str(dtype).removeprefix("torch."),
+        "prompt_tokens": len(ids),
+        "new_tokens": NEW_TOKENS,
+        "seconds": times,
+        "tokens_per_s": {impl: round(NEW_TOKENS / statistics.median(t), 3) for impl, t in times.items()},
+        "warmup_s": warmup,
+        "tokens_equal_to_eager": agreement,
+        "bandwidth_GBps": bandwidth,
+    }
 
 
 def nbval_suite_seconds() -> float:
@@ -159,90 +194,127 @@ def nbval_suite_seconds() -> float:
     return seconds
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, details: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = []
-    for row in results["rows"]:
-        key = (row["model"], row["dtype"])
-        if key not in groups:
-            groups.append(key)
-    impls = ["scratch-cache", "scratch-nocache", "transformers"]
-    colors = {"scratch-cache": "C0", "scratch-nocache": "C7", "transformers": "C1"}
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.8), constrained_layout=True, squeeze=False)
-    for ax, (model, dtype) in zip(axes[0], groups, strict=True):
-        rows = {r["impl"]: r["tokens_per_s"] for r in results["rows"] if (r["model"], r["dtype"]) == (model, dtype)}
-        names = [i for i in impls if i in rows]
-        ax.bar(range(len(names)), [rows[n] for n in names], color=[colors[n] for n in names])
-        ax.set_xticks(range(len(names)), names, rotation=20)
+    impls = ["scratch-cache", EAGER, "scratch-nocache", "transformers"]
+    colors = {"scratch-cache": "C0", EAGER: "#9ecae1", "scratch-nocache": "C7", "transformers": "C1"}
+    groups = details["groups"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4), constrained_layout=True, squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        rates = group["tokens_per_s"]
+        names = [i for i in impls if i in rates]
+        ax.bar(range(len(names)), [rates[n] for n in names], color=[colors[n] for n in names])
+        ax.set_xticks(range(len(names)), [LABELS[n] for n in names], fontsize=8)
         for i, n in enumerate(names):
-            ax.text(i, rows[n], f"{rows[n]:.1f}", ha="center", va="bottom", fontsize=8)
-        roof = results["roofline_tokens_per_s"].get(f"{model}-{dtype}")
+            ax.text(i, rates[n], f"{rates[n]:.1f}", ha="center", va="bottom", fontsize=8)
+        roof = results["roofline_tokens_per_s"].get(f"{group['model']}-{group['dtype']}")
         if roof:
             ax.axhline(roof, color="C3", ls="--", label=f"roofline {roof:.1f} tok/s")
-            ax.legend(fontsize=8, loc="lower right")
-        ax.set_title(f"{model}, {dtype}")
+            ax.legend(fontsize=8, loc="upper right")
+            ax.set_ylim(0, max(roof, *rates.values()) * 1.15)
+        ax.set_title(f"{group['model']}, {group['dtype']}")
         ax.set_ylabel("tokens / s (greedy, 128 new)")
-    fig.suptitle(f"Decode speed, {torch.get_num_threads()} CPU threads, bandwidth {results['bandwidth_GBps']:.1f} GB/s")
+    fig.suptitle(f"Decode speed on {details['machine']}; streaming read {results['bandwidth_GBps']:.1f} GB/s")
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def machine(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} threads"
+
+
+def print_table(results: dict, details: dict) -> None:
+    print(f"\n{details['machine']}; streaming read {results['bandwidth_GBps']:.1f} GB/s (best round)")
+    print(f"{'model':<10} {'dtype':<9} {'impl':<20} {'tokens/s':>9} {'vs transformers':>16} {'of roofline':>12}")
+    for group in details["groups"]:
+        rates = group["tokens_per_s"]
+        roof = results["roofline_tokens_per_s"].get(f"{group['model']}-{group['dtype']}")
+        for impl, rate in rates.items():
+            share = f"{rate / roof:.0%}" if roof else "-"
+            print(
+                f"{group['model']:<10} {group['dtype']:<9} {impl:<20} {rate:>9.2f} "
+                f"{rate / rates['transformers']:>15.2f}x {share:>12}"
+            )
+        if "scratch-nocache" in rates:
+            print(
+                f"{group['model']}: cached / uncached = {rates['scratch-cache'] / rates['scratch-nocache']:.1f}x "
+                f"(eager cached / uncached = {rates[EAGER] / rates['scratch-nocache']:.1f}x)"
+            )
+        print(f"{group['model']} {group['dtype']}: warm-up (compiling included), s: {group['warmup_s']}")
+    if results["nbval_suite_s"] is not None:
+        print(f"pytest --nbval notebooks/: {results['nbval_suite_s']:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     parser = argparse.ArgumentParser(description="Benchmark decoding speed (writes build/bench/)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (median), after one warm-up")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per model and dtype (median)")
     parser.add_argument("--skip-1b", action="store_true", help="only the tiny checkpoint (quick)")
     parser.add_argument("--skip-nbval", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default build/bench)")
     args = parser.parse_args(argv)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to PyTorch here")
+    args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
-    bandwidth = measure_bandwidth()
-    rows: list[dict] = []
+    groups = []
     tiny_cfg, tiny_sd = load_checkpoint(TINY_DIR, dtype=torch.float32)
-    steps = 1 + (0 if args.skip_1b else 2)
-    with tqdm(total=steps, desc="bench") as progress:
-        bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, args.repeats, rows, True, progress)
+    with tqdm(total=1 if args.skip_1b else 3, desc="bench") as progress:
+        groups.append(bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, args.device, args.repeats, True, progress))
         del tiny_sd
-        roofline = {}
         if not args.skip_1b:
             cfg = llama_3_2_1b_config()
             sd = random_state_dict(cfg, seed=0)
             for dtype in (torch.bfloat16, torch.float32):
-                bench_model("1b-shape", cfg, sd, dtype, args.repeats, rows, False, progress)
-                name = f"1b-shape-{str(dtype).removeprefix('torch.')}"
-                roofline[name] = round(bandwidth * 1e9 / bytes_per_token(cfg, dtype), 3)
+                groups.append(bench_model("1b-shape", cfg, sd, dtype, args.device, args.repeats, False, progress))
             del sd
+    bandwidth = max(b for group in groups for b in group["bandwidth_GBps"])
+    rows = [
+        {
+            "model": g["model"],
+            "impl": impl,
+            "dtype": g["dtype"],
+            "prompt_tokens": g["prompt_tokens"],
+            "new_tokens": g["new_tokens"],
+            "tokens_per_s": rate,
+        }
+        for g in groups
+        for impl, rate in g["tokens_per_s"].items()
+        if impl != EAGER
+    ]
+    roofline = {
+        f"1b-shape-{dtype}": round(bandwidth * 1e9 / bytes_per_token(llama_3_2_1b_config(), getattr(torch, dtype)), 3)
+        for dtype in ("float32", "bfloat16")
+        if not args.skip_1b
+    }
     results = {
         "bandwidth_GBps": round(bandwidth, 2),
         "rows": rows,
         "roofline_tokens_per_s": roofline,
         "nbval_suite_s": None if args.skip_nbval else round(nbval_suite_seconds(), 1),
     }
-    (OUT_DIR / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, OUT_DIR / "decode.png")
-
-    print(f"\nmemory bandwidth (streaming read): {bandwidth:.1f} GB/s; {torch.get_num_threads()} threads")
-    print(f"{'model':<10} {'dtype':<9} {'impl':<16} {'tokens/s':>9} {'vs transformers':>16} {'of roofline':>12}")
-    for r in rows:
-        key = (r["model"], r["dtype"], "transformers")
-        ref = next(x["tokens_per_s"] for x in rows if (x["model"], x["dtype"], x["impl"]) == key)
-        roof = roofline.get(f"{r['model']}-{r['dtype']}")
-        share = f"{r['tokens_per_s'] / roof:.0%}" if roof else "-"
-        print(
-            f"{r['model']:<10} {r['dtype']:<9} {r['impl']:<16} {r['tokens_per_s']:>9.2f} "
-            f"{r['tokens_per_s'] / ref:>15.2f}x {share:>12}"
-        )
-    tiny = {r["impl"]: r["tokens_per_s"] for r in rows if r["model"] == "tiny"}
-    print(f"tiny: cached / uncached = {tiny['scratch-cache'] / tiny['scratch-nocache']:.1f}x")
-    if results["nbval_suite_s"] is not None:
-        print(f"pytest --nbval notebooks/: {results['nbval_suite_s']:.0f} s")
-    print(f"wrote {display_path(OUT_DIR / 'results.json')} and {display_path(OUT_DIR / 'decode.png')}")
+    details = {
+        "machine": machine(args.device),
+        "torch": torch.__version__,
+        "bandwidth_note": "GB/s of each round's streaming read; bandwidth_GBps is the best",
+        "groups": groups,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
+    plot(results, details, args.out / "decode.png")
+    print_table(results, details)
+    print(f"wrote results.json, details.json and decode.png in {display_path(args.out)}")
     return 0
 
 

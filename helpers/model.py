@@ -27,7 +27,10 @@ def check_tokens(tokens: torch.Tensor, cfg: ModelConfig, start_pos: int = 0) -> 
         raise ValueError(f"token ids must be integers, got dtype {tokens.dtype}")
     if tokens.ndim not in (1, 2) or tokens.shape[-1] == 0:
         raise ValueError(f"expected token ids of shape (N,) or (B, N) with N >= 1, got {tuple(tokens.shape)}")
-    lo, hi = (0, 0) if tokens.is_meta else (int(tokens.min()), int(tokens.max()))  # meta: shapes only
+    # Meta tensors have no values, and inside torch.compile reading them would split the graph:
+    # shapes only there (generate checks the prompt; the ids it samples are in range by construction).
+    shapes_only = tokens.is_meta or torch.compiler.is_compiling()
+    lo, hi = (0, 0) if shapes_only else (int(tokens.min()), int(tokens.max()))
     if lo < 0 or hi >= cfg.vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"token id {bad} is outside the vocabulary 0..{cfg.vocab_size - 1}")

@@ -91,6 +91,25 @@ def decode_head(output_weight: torch.Tensor) -> torch.Tensor:
     return output_weight.T
 
 
+def decode_logits(
+    tokens: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor,
+    cache: KVCache,
+    start_pos: int,
+    head_t: torch.Tensor,
+) -> torch.Tensor:
+    """One cached step of chapter 09: float32 logits (V,) of the last of ``tokens``.
+
+    tokens sit at positions start_pos .. start_pos+N-1, the earlier ones are read from
+    ``cache``; only the last row goes through the LM head (Remark 2.11). head_t is
+    ``decode_head(sd["output.weight"])``.
+    """
+    h = forward_hidden(tokens, sd, cfg, freqs_cis, cache, start_pos)[-1]
+    return (rms_norm(h, sd["norm.weight"], cfg.norm_eps) @ head_t).float()
+
+
 def generate(
     prompt_ids: Sequence[int],
     sd: dict[str, torch.Tensor],
@@ -102,12 +121,15 @@ def generate(
     seed: int | None = None,
     stop_ids: Sequence[int] = (),
     use_cache: bool = True,
+    compile: bool = False,
 ) -> list[int]:
     """Generate up to ``max_new_tokens`` after ``prompt_ids``; stop after emitting a stop id.
 
     Without the cache every step re-runs the whole sequence; with it, the prompt
     is run once (prefill) and each step runs only the newest token (decode).
     Both give the same tokens. Returns the new ids (a final stop id included).
+    ``compile=True`` runs the decode steps through ``torch.compile`` (helpers/compiled.py):
+    the same functions, faster; it needs the cache and, on a CPU, a C++ compiler.
     """
     check_sampling_args(temperature, top_k, top_p)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -124,14 +146,21 @@ def generate(
     freqs_cis = precompute_freqs_cis(cfg, total).to(device)
     cache = KVCache(cfg, total, dtype=sd["tok_embeddings.weight"].dtype, device=device) if use_cache else None
     head_t = decode_head(sd["output.weight"]) if use_cache else None
+    if compile and not use_cache:
+        raise ValueError("compile=True speeds up the cached decode step: leave use_cache on")
+    decode_step = decode_logits
+    if compile:
+        from .compiled import compiled_decode_logits
+
+        decode_step = compiled_decode_logits(sd, freqs_cis, cache, head_t)
     tokens, new, pos, step_input = list(prompt), [], 0, list(prompt)
     with torch.inference_mode():
         for _ in range(max_new_tokens):
             if cache is None:  # chapter 08's loop: the whole sequence, all rows of logits
                 logits = forward(torch.tensor(tokens, device=device), sd, cfg, freqs_cis)[-1]
-            else:  # chapter 09: new tokens only, and only the last row needs the LM head (Remark 2.11)
-                h = forward_hidden(torch.tensor(step_input, device=device), sd, cfg, freqs_cis, cache, pos)[-1]
-                logits = (rms_norm(h, sd["norm.weight"], cfg.norm_eps) @ head_t).float()
+            else:  # chapter 09: new tokens only (the prompt once, then one at a time)
+                step = decode_step if pos > 0 else decode_logits  # the prompt is never compiled
+                logits = step(torch.tensor(step_input, device=device), sd, cfg, freqs_cis, cache, pos, head_t)
                 pos += len(step_input)
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             tokens.append(next_id)

@@ -1,5 +1,8 @@
 """Sampling rules, the generation loop, and the KV cache (cached == uncached, token by token)."""
 
+import dataclasses
+import re
+
 import pytest
 import torch
 from conftest import SHAPES, random_tokens
@@ -152,3 +155,42 @@ def test_cache_size_at_1b_scale():
     )
     with pytest.raises(ValueError, match="holds 5 positions"):
         cache.update(0, 4, torch.zeros(2, 2, 8), torch.zeros(2, 2, 8))
+
+
+def test_compiled_decode_step_equals_the_eager_step():
+    """generate(compile=True) -- Inductor, with each one-row product rewritten as a reduction --
+    gives the eager loop's tokens, greedy and sampled, and its logits to float32 rounding."""
+    from torch._inductor.utils import run_and_get_code
+
+    from helpers.compiled import compiled_decode_logits
+    from helpers.sampling import decode_head, decode_logits
+
+    # a vocabulary above 2048, so that the LM head needs the raised decomposition limit
+    cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
+    sd = random_state_dict(cfg, seed=23, std=0.3)
+    prompt = random_tokens(5, cfg.vocab_size, seed=24)
+    with torch._inductor.config.patch(fx_graph_cache=False):  # compile here, not from the disk cache
+        tokens, code = run_and_get_code(generate, prompt.tolist(), sd, cfg, 20, compile=True)
+    assert tokens == generate(prompt.tolist(), sd, cfg, 20)
+    # no matrix product is left to an ATen kernel: all became generated loops
+    assert code and not re.search(r"extern_kernels\.(mm|addmm|bmm)\b", "\n".join(code))
+    sampling = {"temperature": 0.9, "top_k": 50, "top_p": 0.9, "seed": 3}
+    assert generate(prompt.tolist(), sd, cfg, 20, compile=True, **sampling) == generate(
+        prompt.tolist(), sd, cfg, 20, **sampling
+    )
+
+    freqs, head_t = precompute_freqs_cis(cfg, 20), decode_head(sd["output.weight"])
+    caches = [KVCache(cfg, 20), KVCache(cfg, 20)]
+    step = compiled_decode_logits(sd, freqs, caches[1], head_t)
+    with torch.inference_mode():
+        for cache in caches:
+            decode_logits(prompt, sd, cfg, freqs, cache, 0, head_t)
+        for pos in range(5, 20):
+            token = torch.tensor([pos * 7 % cfg.vocab_size])
+            want = decode_logits(token, sd, cfg, freqs, caches[0], pos, head_t)
+            torch.testing.assert_close(step(token, sd, cfg, freqs, caches[1], pos, head_t), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(caches[1].k, caches[0].k, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="one new token at a time"):
+            step(prompt, sd, cfg, freqs, caches[1], 0, head_t)
+    with pytest.raises(ValueError, match="leave use_cache on"):
+        generate(prompt.tolist(), sd, cfg, 3, use_cache=False, compile=True)
