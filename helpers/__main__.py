@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
     gen.add_argument("--seed", type=int, default=None, help="seed for sampling")
     gen.add_argument("--no-cache", action="store_true", help="re-run the whole sequence each step")
+    gen.add_argument(
+        "--compile", action="store_true", help="torch.compile the decode step: faster, after a minute of compiling"
+    )
     lg = sub.add_parser("logits", parents=[common], help="write float32 logits of every position")
     lg.add_argument("--out", required=True, help="output .pt file: {'tokens': (N,), 'logits': (N, V)}")
     return parser
@@ -73,6 +76,7 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         stop_ids=tok.stop_ids,
         use_cache=not args.no_cache,
+        compile=args.compile,
     )
     text = tok.decode([t for t in new if t not in tok.stop_ids])
     print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)

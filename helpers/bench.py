@@ -223,6 +223,37 @@ def plot(results: dict, details: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
+    """results.json in the issue's schema: the best round's bandwidth, one row per (model,
+    dtype, implementation) except the eager cached run, and the 1B-shape rooflines."""
+    bandwidth = max(b for group in groups for b in group["bandwidth_GBps"])
+    rows = [
+        {
+            "model": g["model"],
+            "impl": impl,
+            "dtype": g["dtype"],
+            "prompt_tokens": g["prompt_tokens"],
+            "new_tokens": g["new_tokens"],
+            "tokens_per_s": rate,
+        }
+        for g in groups
+        for impl, rate in g["tokens_per_s"].items()
+        if impl != EAGER
+    ]
+    cfg = llama_3_2_1b_config()
+    roofline = {
+        f"1b-shape-{g['dtype']}": round(bandwidth * 1e9 / bytes_per_token(cfg, getattr(torch, g["dtype"])), 3)
+        for g in groups
+        if g["model"] == "1b-shape"
+    }
+    return {
+        "bandwidth_GBps": round(bandwidth, 2),
+        "rows": rows,
+        "roofline_tokens_per_s": roofline,
+        "nbval_suite_s": nbval_suite_s,
+    }
+
+
 def machine(device: str) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name()
@@ -279,31 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             for dtype in (torch.bfloat16, torch.float32):
                 groups.append(bench_model("1b-shape", cfg, sd, dtype, args.device, args.repeats, False, progress))
             del sd
-    bandwidth = max(b for group in groups for b in group["bandwidth_GBps"])
-    rows = [
-        {
-            "model": g["model"],
-            "impl": impl,
-            "dtype": g["dtype"],
-            "prompt_tokens": g["prompt_tokens"],
-            "new_tokens": g["new_tokens"],
-            "tokens_per_s": rate,
-        }
-        for g in groups
-        for impl, rate in g["tokens_per_s"].items()
-        if impl != EAGER
-    ]
-    roofline = {
-        f"1b-shape-{dtype}": round(bandwidth * 1e9 / bytes_per_token(llama_3_2_1b_config(), getattr(torch, dtype)), 3)
-        for dtype in ("float32", "bfloat16")
-        if not args.skip_1b
-    }
-    results = {
-        "bandwidth_GBps": round(bandwidth, 2),
-        "rows": rows,
-        "roofline_tokens_per_s": roofline,
-        "nbval_suite_s": None if args.skip_nbval else round(nbval_suite_seconds(), 1),
-    }
+    results = summarize(groups, None if args.skip_nbval else round(nbval_suite_seconds(), 1))
     details = {
         "machine": machine(args.device),
         "torch": torch.__version__,

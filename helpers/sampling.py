@@ -147,7 +147,9 @@ def generate(
     cache = KVCache(cfg, total, dtype=sd["tok_embeddings.weight"].dtype, device=device) if use_cache else None
     head_t = decode_head(sd["output.weight"]) if use_cache else None
     if compile and not use_cache:
-        raise ValueError("compile=True speeds up the cached decode step: leave use_cache on")
+        raise ValueError(
+            "compile=True (--compile) speeds up the cached decode step: leave the cache on (use_cache=True, no --no-cache)"
+        )
     decode_step = decode_logits
     if compile:
         from .compiled import compiled_decode_logits

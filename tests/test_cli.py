@@ -72,6 +72,7 @@ def test_generate_uses_the_environment_checkpoint(tokenizer_vocab_ckpt):
         (("--prompt", PROMPT, "--temperature", "1", "--top-p", "1.2"), "top_p must be in (0, 1]"),
         (("--prompt", PROMPT, "--temperature", "1", "--top-k", "0"), "top_k must be an integer >= 1"),
         (("--prompt", PROMPT, "--max-new-tokens", "0"), "--max-new-tokens must be >= 1"),
+        (("--prompt", PROMPT, "--compile", "--no-cache"), "leave the cache on"),
     ],
 )
 def test_user_mistakes_get_one_line(tokenizer_vocab_ckpt, args, message):

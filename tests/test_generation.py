@@ -192,5 +192,5 @@ def test_compiled_decode_step_equals_the_eager_step():
         torch.testing.assert_close(caches[1].k, caches[0].k, rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="one new token at a time"):
             step(prompt, sd, cfg, freqs, caches[1], 0, head_t)
-    with pytest.raises(ValueError, match="leave use_cache on"):
+    with pytest.raises(ValueError, match="leave the cache on"):
         generate(prompt.tolist(), sd, cfg, 3, use_cache=False, compile=True)

@@ -4,7 +4,7 @@ import nbformat
 import torch
 
 from helpers import book
-from helpers.bench import bytes_per_token
+from helpers.bench import EAGER, bytes_per_token, summarize
 from helpers.checkpoint import parameter_count
 from helpers.config import llama_3_2_1b_config
 from helpers.sampling import decode_head
@@ -16,6 +16,48 @@ def test_bytes_read_per_decoded_token_at_1b():
     expected = parameter_count(cfg, include_output=True) - cfg.vocab_size * cfg.dim + cfg.dim
     assert bytes_per_token(cfg, torch.bfloat16) == 2 * expected
     assert bytes_per_token(cfg, torch.float32) == 4 * expected
+
+
+def test_results_json_has_exactly_the_issue_schema():
+    def group(model, dtype, rates, bandwidth):
+        return {
+            "model": model,
+            "dtype": dtype,
+            "prompt_tokens": 16,
+            "new_tokens": 128,
+            "tokens_per_s": rates,
+            "bandwidth_GBps": bandwidth,
+        }
+
+    groups = [
+        group(
+            "tiny", "float32", {"scratch-cache": 9.0, EAGER: 7.0, "scratch-nocache": 1.0, "transformers": 4.0}, [30.0]
+        ),
+        group("1b-shape", "bfloat16", {"scratch-cache": 2.0, EAGER: 1.0, "transformers": 1.5}, [31.0, 35.0]),
+        group("1b-shape", "float32", {"scratch-cache": 1.0, EAGER: 0.5, "transformers": 0.7}, [33.0]),
+    ]
+    results = summarize(groups, 51.0)
+    assert list(results) == ["bandwidth_GBps", "rows", "roofline_tokens_per_s", "nbval_suite_s"]
+    assert results["bandwidth_GBps"] == 35.0  # the best round: a roofline is an upper bound
+    assert all(
+        list(row) == ["model", "impl", "dtype", "prompt_tokens", "new_tokens", "tokens_per_s"]
+        for row in results["rows"]
+    )
+    assert [(r["model"], r["dtype"], r["impl"]) for r in results["rows"]] == [
+        ("tiny", "float32", "scratch-cache"),
+        ("tiny", "float32", "scratch-nocache"),
+        ("tiny", "float32", "transformers"),
+        ("1b-shape", "bfloat16", "scratch-cache"),
+        ("1b-shape", "bfloat16", "transformers"),
+        ("1b-shape", "float32", "scratch-cache"),
+        ("1b-shape", "float32", "transformers"),
+    ]
+    cfg = llama_3_2_1b_config()
+    assert results["roofline_tokens_per_s"] == {
+        "1b-shape-bfloat16": round(35e9 / bytes_per_token(cfg, torch.bfloat16), 3),
+        "1b-shape-float32": round(35e9 / bytes_per_token(cfg, torch.float32), 3),
+    }
+    assert summarize(groups[:1], None)["roofline_tokens_per_s"] == {}
 
 
 def test_decode_head_gives_the_same_logits():
