@@ -2,7 +2,8 @@
 
 One module per concept, in the book's order:
 config, checkpoint, tokenizer, rmsnorm, attention, rope, feed_forward, model,
-sampling, kv_cache, artifacts, weights (download), hf (Hugging Face layout).
+sampling, kv_cache, compiled (optional speed), artifacts, weights (download),
+hf (Hugging Face layout).
 """
 
 from .attention import attention, causal_mask, repeat_kv, scaled_dot_product
