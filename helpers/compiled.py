@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .kv_cache import KVCache
 from .sampling import decode_logits
 
 _compiled: Callable | None = None
@@ -51,10 +50,8 @@ def _decompose_one_row_products() -> Iterator[None]:
         pass_module.cpu_max_other_dimension_decomposition = saved
 
 
-def compiled_decode_logits(
-    sd: dict[str, torch.Tensor], freqs_cis: torch.Tensor, cache: KVCache, head_t: torch.Tensor
-) -> Callable[..., torch.Tensor]:
-    """``decode_logits`` compiled for one-token steps, with the same arguments.
+def compiled_decode_logits(sd: dict[str, torch.Tensor], head_t: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """``decode_logits`` compiled for one-token steps with these weights; same arguments as it.
 
     The weights' shapes are marked static (fixed in the generated code); positions and
     the lengths of the cache and the RoPE table stay symbolic, so that one compilation

@@ -132,6 +132,10 @@ def generate(
     the same functions, faster; it needs the cache and, on a CPU, a C++ compiler.
     """
     check_sampling_args(temperature, top_k, top_p)
+    if compile and not use_cache:
+        raise ValueError(
+            "compile=True (--compile) speeds up the cached decode step: leave the cache on (use_cache=True, no --no-cache)"
+        )
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0 (got {max_new_tokens})")
     prompt = check_tokens(torch.as_tensor(list(prompt_ids), dtype=torch.long), cfg).tolist()
@@ -146,15 +150,11 @@ def generate(
     freqs_cis = precompute_freqs_cis(cfg, total).to(device)
     cache = KVCache(cfg, total, dtype=sd["tok_embeddings.weight"].dtype, device=device) if use_cache else None
     head_t = decode_head(sd["output.weight"]) if use_cache else None
-    if compile and not use_cache:
-        raise ValueError(
-            "compile=True (--compile) speeds up the cached decode step: leave the cache on (use_cache=True, no --no-cache)"
-        )
     decode_step = decode_logits
     if compile:
         from .compiled import compiled_decode_logits
 
-        decode_step = compiled_decode_logits(sd, freqs_cis, cache, head_t)
+        decode_step = compiled_decode_logits(sd, head_t)
     tokens, new, pos, step_input = list(prompt), [], 0, list(prompt)
     with torch.inference_mode():
         for _ in range(max_new_tokens):

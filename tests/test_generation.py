@@ -181,7 +181,7 @@ def test_compiled_decode_step_equals_the_eager_step():
 
     freqs, head_t = precompute_freqs_cis(cfg, 20), decode_head(sd["output.weight"])
     caches = [KVCache(cfg, 20), KVCache(cfg, 20)]
-    step = compiled_decode_logits(sd, freqs, caches[1], head_t)
+    step = compiled_decode_logits(sd, head_t)
     with torch.inference_mode():
         for cache in caches:
             decode_logits(prompt, sd, cfg, freqs, cache, 0, head_t)
@@ -194,3 +194,11 @@ def test_compiled_decode_step_equals_the_eager_step():
             step(prompt, sd, cfg, freqs, caches[1], 0, head_t)
     with pytest.raises(ValueError, match="leave the cache on"):
         generate(prompt.tolist(), sd, cfg, 3, use_cache=False, compile=True)
+
+
+def test_compile_without_a_cpp_compiler_says_what_to_do():
+    cfg = SHAPES["gqa-scaled"]
+    sd = random_state_dict(cfg, seed=1)
+    with torch._inductor.config.patch({"cpp.cxx": ("no-such-cxx",), "fx_graph_cache": False}):
+        with pytest.raises(RuntimeError, match=r"InvalidCxxCompiler.*C\+\+ compiler.*without compile=True"):
+            generate([1, 2, 3], sd, cfg, 4, compile=True)
