@@ -20,7 +20,7 @@ $(STAMP): requirements.txt
 
 ## make run: execute notebooks 01..09 in order into build/ (notebooks + HTML) and print a summary
 run: $(STAMP)
-	$(PY) -m helpers.book run
+	$(PY) -m helpers.tools.book run
 
 ## make test: unit, property and oracle tests, then every notebook re-executed and compared (nbval)
 test: $(STAMP) lint
@@ -36,19 +36,19 @@ lab: $(STAMP)
 
 ## make notebooks: re-execute the committed notebooks in place on the embedded checkpoint
 notebooks: $(STAMP)
-	$(OFFLINE) $(PY) -m helpers.book notebooks
+	$(OFFLINE) $(PY) -m helpers.tools.book notebooks
 
 ## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)
 weights: $(STAMP)
-	$(PY) -m helpers.weights
+	$(PY) -m helpers.tools.weights
 
 ## make bench: decode speed (from scratch vs transformers vs the memory-bandwidth roofline) -> build/bench/
 bench: $(STAMP)
-	$(OFFLINE) $(PY) -m helpers.bench
+	$(OFFLINE) $(PY) -m helpers.tools.bench
 
 ## make tiny-model: re-train the embedded checkpoint models/tiny-llama-3.2
 tiny-model: $(STAMP)
-	$(PY) -m helpers.train
+	$(PY) -m helpers.tools.tiny_model
 
 clean:
 	rm -rf build artifacts .pytest_cache .ruff_cache .hypothesis

@@ -1,14 +1,16 @@
 """Tensors passed from one notebook to the next, with their provenance.
 
-``artifacts/<checkpoint-name>/NN_<stage>.pt`` holds ``{"provenance": {...}, "tensors": {...}}``.
-A file is written to a temporary name and renamed, so an interrupted save never
-leaves a half-written artifact. Loading checks the provenance: tensors computed
-on another checkpoint, prompt or dtype are refused with the notebook to re-run.
+``artifacts/<checkpoint-name>/NN_<stage>.pt`` holds ``{"provenance": {...}, "tensors": {...},
+"sha256": ...}``. A file is written to a temporary name and renamed, so an interrupted
+save never leaves a half-written artifact. Loading checks the provenance -- tensors
+computed on another checkpoint (by content, not by name), prompt or dtype are refused --
+and the hash of the tensors, so that an edited or damaged file is refused too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -16,30 +18,75 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import REPO_ROOT, checkpoint_name, display_path
+from .checkpoint import WEIGHTS_FILE, checkpoint_name
+from .files import REPO_ROOT, atomic_write, display_path
 
 ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 _NAME = re.compile(r"^(\d\d)_[a-z0-9_]+$")
+_HASH_CACHE = ".content-hashes.json"
 
 
 class ArtifactError(RuntimeError):
-    """An artifact is missing, unreadable, or was made from another checkpoint, prompt or dtype."""
+    """An artifact is missing, unreadable, altered, or was made from another checkpoint, prompt or dtype."""
 
 
-def fingerprint(ckpt_dir: str | Path) -> str:
-    """Identifies a checkpoint's contents cheaply: hash of params.json plus the weights file's size."""
+def file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 of a file's bytes, remembered in ``<cache_dir>/.content-hashes.json``.
+
+    The cache is keyed by the file's real path, size, modification time and inode: a
+    2.5 GB checkpoint is hashed once (a few seconds), not by every chapter, and any
+    rewrite of the file (which changes its mtime) is hashed again.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = os.path.realpath(path)
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    cache_file = Path(cache_dir or ARTIFACTS_DIR) / _HASH_CACHE
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return entry["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    cache[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(cache, indent=1)
+        atomic_write(cache_file, lambda tmp: tmp.write_text(text), "hash cache")
+    except OSError:
+        pass  # a read-only checkout: hash again next time
+    return digest.hexdigest()
+
+
+def fingerprint(ckpt_dir: str | Path, cache_dir: str | Path | None = None) -> str:
+    """Identifies a checkpoint by content: a hash of params.json and of the weights file's bytes."""
     ckpt_dir = Path(ckpt_dir)
     h = hashlib.sha256((ckpt_dir / "params.json").read_bytes())
-    weights = ckpt_dir / "consolidated.00.pth"
-    h.update(str(weights.stat().st_size if weights.exists() else -1).encode())
+    weights = ckpt_dir / WEIGHTS_FILE
+    h.update(file_sha256(weights, cache_dir).encode() if weights.exists() else b"no weights")
     return h.hexdigest()[:16]
 
 
-def provenance(ckpt_dir: str | Path, prompt: str, dtype: torch.dtype) -> dict:
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of names, dtypes, shapes and bytes of a dict of tensors."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def provenance(ckpt_dir: str | Path, prompt: str, dtype: torch.dtype, root: str | Path | None = None) -> dict:
     """What an artifact was computed from."""
     return {
         "checkpoint": checkpoint_name(ckpt_dir),
-        "fingerprint": fingerprint(ckpt_dir),
+        "fingerprint": fingerprint(ckpt_dir, root),
         "prompt": prompt,
         "dtype": str(dtype).removeprefix("torch."),
     }
@@ -60,23 +107,16 @@ def save_artifact(
     dtype: torch.dtype,
     root: str | Path | None = None,
 ) -> Path:
-    """Save tensors atomically with their provenance; returns the path."""
+    """Save tensors atomically with their provenance and hash; returns the path."""
     bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise TypeError(f"artifacts hold tensors only; {bad} are not tensors")
     path = artifact_path(name, ckpt_dir, root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "provenance": provenance(ckpt_dir, prompt, dtype),
-        "tensors": {k: v.detach().cpu() for k, v in tensors.items()},
-    }
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    tensors = {k: v.detach().cpu() for k, v in tensors.items()}
+    payload = {"provenance": provenance(ckpt_dir, prompt, dtype, root), "tensors": tensors}
+    payload["sha256"] = tensors_sha256(tensors)
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp), "artifact")
 
 
 def load_artifact(
@@ -86,7 +126,7 @@ def load_artifact(
     dtype: torch.dtype,
     root: str | Path | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Load the tensors saved by notebook NN, refusing a stale or foreign file."""
+    """Load the tensors saved by notebook NN, refusing a missing, altered, stale or foreign file."""
     path = artifact_path(name, ckpt_dir, root)
     notebook = f"notebook {name[:2]}"
     if not path.is_file():
@@ -95,10 +135,14 @@ def load_artifact(
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        found, tensors = payload["provenance"], payload["tensors"]
+        found, tensors, stored_hash = payload["provenance"], payload["tensors"], payload.get("sha256")
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as err:
         raise ArtifactError(f"{display_path(path)} is unreadable ({type(err).__name__}): re-run {notebook}") from err
-    wanted = provenance(ckpt_dir, prompt, dtype)
+    if stored_hash != tensors_sha256(tensors):
+        raise ArtifactError(
+            f"{display_path(path)} was altered after it was saved (its hash differs): re-run {notebook}"
+        )
+    wanted = provenance(ckpt_dir, prompt, dtype, root)
     diffs = [f"{k} {found.get(k)!r} (now {v!r})" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
         raise ArtifactError(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .config import ModelConfig
+from .linear import linear
 from .rope import apply_rotary_emb
 
 if TYPE_CHECKING:
@@ -65,12 +66,12 @@ def attention(
     """
     p = f"layers.{layer}.attention."
     *lead, n, _ = x.shape
-    xq = (x @ sd[p + "wq.weight"].T).view(*lead, n, cfg.n_heads, cfg.head_dim)
-    xk = (x @ sd[p + "wk.weight"].T).view(*lead, n, cfg.n_kv_heads, cfg.head_dim)
-    xv = (x @ sd[p + "wv.weight"].T).view(*lead, n, cfg.n_kv_heads, cfg.head_dim)
+    xq = linear(x, sd[p + "wq.weight"]).view(*lead, n, cfg.n_heads, cfg.head_dim)  # (..., N, H, hd)
+    xk = linear(x, sd[p + "wk.weight"]).view(*lead, n, cfg.n_kv_heads, cfg.head_dim)  # (..., N, G, hd)
+    xv = linear(x, sd[p + "wv.weight"]).view(*lead, n, cfg.n_kv_heads, cfg.head_dim)  # (..., N, G, hd)
     xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
-    if kv_cache is not None:
+    if kv_cache is not None:  # chapter 09: store this call's keys and values, attend to all stored so far
         xk, xv = kv_cache.update(layer, start_pos, xk, xv)
-    out = scaled_dot_product(xq.transpose(-3, -2), xk.transpose(-3, -2), xv.transpose(-3, -2))
-    out = out.transpose(-3, -2).reshape(*lead, n, cfg.n_heads * cfg.head_dim)
-    return out @ sd[p + "wo.weight"].T
+    out = scaled_dot_product(xq.transpose(-3, -2), xk.transpose(-3, -2), xv.transpose(-3, -2))  # heads first
+    out = out.transpose(-3, -2).reshape(*lead, n, cfg.n_heads * cfg.head_dim)  # concatenate the heads
+    return linear(out, sd[p + "wo.weight"])

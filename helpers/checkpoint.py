@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .files import REPO_ROOT, atomic_write, display_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 REAL_1B_DIR = MODELS_DIR / "Llama-3.2-1B" / "original"
 TINY_DIR = MODELS_DIR / "tiny-llama-3.2" / "original"
@@ -27,15 +27,6 @@ ENV_VAR = "LLAMA_CHECKPOINT"
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete, or does not match params.json."""
-
-
-def display_path(path: str | Path) -> str:
-    """A path as it may be printed: relative to the repository, never the machine's absolute path."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return path.name if path.name else str(path)
 
 
 def resolve_checkpoint_dir(explicit: str | Path | None = None) -> Path:
@@ -48,9 +39,13 @@ def resolve_checkpoint_dir(explicit: str | Path | None = None) -> Path:
     for source, value in (("--checkpoint", explicit), (ENV_VAR, os.environ.get(ENV_VAR))):
         if value:
             path = Path(value).expanduser()
-            if not (path / "params.json").is_file():
+            try:
+                found = (path / "params.json").is_file()
+            except OSError:  # e.g. a symbolic-link loop
+                found = False
+            if not found:
                 raise CheckpointError(
-                    f"{source} points to {display_path(path)}, which holds no params.json: "
+                    f"{source} points to {value}, which holds no params.json: "
                     "give a Meta-format directory such as models/Llama-3.2-1B/original"
                 )
             return path
@@ -66,7 +61,7 @@ def resolve_checkpoint_dir(explicit: str | Path | None = None) -> Path:
 
 def checkpoint_name(ckpt_dir: str | Path) -> str:
     """A short name for a checkpoint directory: 'tiny-llama-3.2' for .../tiny-llama-3.2/original."""
-    path = Path(ckpt_dir).resolve()
+    path = Path(os.path.abspath(ckpt_dir))
     return path.parent.name if path.name == "original" else path.name
 
 
@@ -95,7 +90,10 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def parameter_count(cfg: ModelConfig, include_output: bool = False) -> int:
-    """Number of parameters; the tied output matrix is not counted unless asked."""
+    """Number of parameters, counted from every tensor's shape; the tied output matrix only if asked.
+
+    The same number as ``cfg.n_parameters`` (a closed formula): a test keeps the two equal.
+    """
     total = 0
     for key, shape in expected_shapes(cfg).items():
         if key == "output.weight" and not include_output:
@@ -139,6 +137,15 @@ def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) 
                 f"{source}: {key} has shape {found}, expected {shape} from params.json "
                 "(is params.json from the same model as the weights?)"
             )
+    for key, value in sd.items():  # after the shapes: a wrong-sized file is reported as such first
+        # A NaN or inf makes the sum non-finite; summing streams the tensor ~20x faster than
+        # isfinite(), which then runs only to confirm (a sum of huge finite values can overflow).
+        if not bool(value.sum().isfinite()) and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{source}: {key} holds {bad:,} NaN or infinite value(s); the weights are damaged: "
+                "download or re-create the checkpoint"
+            )
     out = dict(sd)
     out.setdefault("output.weight", out["tok_embeddings.weight"])
     return out
@@ -149,8 +156,12 @@ def load_state_dict(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"{path.name} not found in {display_path(path.parent)}/: download Meta's weights with "
+            f"{display_path(path)} not found: download Meta's weights with "
             "`make weights`, or point LLAMA_CHECKPOINT at a directory that has them"
+        )
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{display_path(path)} is empty (0 bytes): the download or copy was interrupted; fetch it again"
         )
     try:
         try:
@@ -162,13 +173,19 @@ def load_state_dict(path: str | Path) -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path.name} holds something other than plain tensors, so it was not loaded "
-            f"(weights_only=True refuses to run code from a pickle): {str(err).splitlines()[0]}"
+            f"{display_path(path)} holds something other than plain tensors, so it was not loaded "
+            f"(weights_only=True refuses to run code from a pickle): {_first_line(err)}"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as err:
         raise CheckpointError(
-            f"{path.name} could not be read ({str(err).splitlines()[0]}); the file may be truncated: download it again"
+            f"{display_path(path)} could not be read ({_first_line(err)}); the file may be truncated: download it again"
         ) from err
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def load_checkpoint(
@@ -190,15 +207,20 @@ def load_checkpoint(
     return cfg, sd
 
 
-def cast_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The same weights in another dtype; tied tensors stay tied (one copy)."""
-    cast: dict[int, torch.Tensor] = {}
+def map_tensors(sd: dict, fn) -> dict:
+    """``fn`` applied to every tensor of a state dict, once per tensor: tied entries stay one tensor."""
+    done: dict[int, object] = {}
     out = {}
     for key, value in sd.items():
-        if id(value) not in cast:
-            cast[id(value)] = value.to(dtype)
-        out[key] = cast[id(value)]
+        if id(value) not in done:
+            done[id(value)] = fn(value)
+        out[key] = done[id(value)]
     return out
+
+
+def cast_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The same weights in another dtype; tied tensors stay tied (one copy)."""
+    return map_tensors(sd, lambda t: t.to(dtype))
 
 
 def save_checkpoint(
@@ -210,21 +232,11 @@ def save_checkpoint(
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     sd = validate_state_dict(sd, cfg, source="state dict to save")
-    if dtype is not None:
-        sd = cast_state_dict(sd, dtype)
     # Tied tensors (output.weight is tok_embeddings.weight) are stored once.
-    copies: dict[int, torch.Tensor] = {}
-    tensors = {}
-    for key, value in sd.items():
-        if id(value) not in copies:
-            copies[id(value)] = value.detach().contiguous().clone()
-        tensors[key] = copies[id(value)]
-    tmp = ckpt_dir / (WEIGHTS_FILE + ".tmp")
-    torch.save(tensors, tmp)
-    os.replace(tmp, ckpt_dir / WEIGHTS_FILE)
-    tmp = ckpt_dir / "params.json.tmp"
-    tmp.write_text(json.dumps(cfg.to_params(), indent=2) + "\n")
-    os.replace(tmp, ckpt_dir / "params.json")
+    tensors = map_tensors(sd, lambda t: t.detach().to(dtype or t.dtype).contiguous().clone())
+    atomic_write(ckpt_dir / WEIGHTS_FILE, lambda tmp: torch.save(tensors, tmp), "checkpoint file")
+    text = json.dumps(cfg.to_params(), indent=2) + "\n"
+    atomic_write(ckpt_dir / "params.json", lambda tmp: tmp.write_text(text), "checkpoint file")
     return ckpt_dir
 
 

@@ -1,7 +1,7 @@
 """Optional speed: chapter 09's decode step through ``torch.compile``.
 
-Nothing here is new maths. ``compiled_decode_logits`` hands ``sampling.decode_logits``
--- embed, the L ``transformer_block``s, the final norm and the LM head, the functions
+Nothing here is new maths. ``compiled_step`` hands ``model.forward`` -- embed, the L
+``transformer_block``s, the final norm and the LM head of the last row, the functions
 the chapters define -- to ``torch.compile``, which traces them into one graph and
 generates fused kernels for it. ``generate(..., compile=True)`` uses it for every
 one-token step after the prompt; tests/test_generation.py checks that it produces the
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .sampling import decode_logits
+from .model import forward
 
 _compiled: Callable | None = None
 
@@ -50,8 +50,17 @@ def _decompose_one_row_products() -> Iterator[None]:
         pass_module.cpu_max_other_dimension_decomposition = saved
 
 
-def compiled_decode_logits(sd: dict[str, torch.Tensor], head_t: torch.Tensor) -> Callable[..., torch.Tensor]:
-    """``decode_logits`` compiled for one-token steps with these weights; same arguments as it.
+def _tensors(sd: dict) -> Iterator[torch.Tensor]:
+    """Every tensor of a state dict, also those inside quantized weights (chapter 10)."""
+    for value in sd.values():
+        if isinstance(value, torch.Tensor):
+            yield value
+        else:
+            yield from (t for t in vars(value).values() if isinstance(t, torch.Tensor))
+
+
+def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``model.forward`` compiled for one-token steps with these weights; same arguments as it.
 
     The weights' shapes are marked static (fixed in the generated code); positions and
     the lengths of the cache and the RoPE table stay symbolic, so that one compilation
@@ -59,18 +68,18 @@ def compiled_decode_logits(sd: dict[str, torch.Tensor], head_t: torch.Tensor) ->
     """
     global _compiled
     if _compiled is None:
-        _compiled = torch.compile(decode_logits, dynamic=True)
-    for t in (*sd.values(), head_t):
+        _compiled = torch.compile(forward, dynamic=True)
+    for t in _tensors(sd):
         torch._dynamo.mark_static(t)
 
-    def step(*args) -> torch.Tensor:
-        if args[0].shape[-1] != 1:
-            raise ValueError(f"the compiled step takes one new token at a time (got {args[0].shape[-1]})")
+    def step(tokens: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if tokens.shape[-1] != 1:
+            raise ValueError(f"the compiled step takes one new token at a time (got {tokens.shape[-1]})")
         try:
             with _decompose_one_row_products(), warnings.catch_warnings():
                 # RoPE's complex product runs as ATen kernels inside the graph; Inductor says so once
                 warnings.filterwarnings("ignore", "Torchinductor does not support code generation for complex")
-                return _compiled(*args)
+                return _compiled(tokens, *args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             raise RuntimeError(
                 f"torch.compile could not build the decode step ({type(err.inner_exception).__name__}); "

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .linear import linear
+
 
 def feed_forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
-    """SwiGLU: W2 (SiLU(W1 x) * W3 x).
+    """SwiGLU: FFN(x) = (SiLU(x W1^T) * x W3^T) W2^T, each row (token) on its own.
 
-    x: (..., d); w1, w3: (hidden, d); w2: (d, hidden) -> (..., d). W1 x is the gate:
-    SiLU of it decides, per hidden unit, how much of the value W3 x passes.
+    x: (..., d); w1, w3: (d_ff, d); w2: (d, d_ff) -> (..., d). x W1^T is the gate:
+    SiLU of it decides, per hidden unit, how much of the value x W3^T passes.
     """
-    return (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+    return linear(F.silu(linear(x, w1)) * linear(x, w3), w2)

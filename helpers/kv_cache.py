@@ -11,7 +11,8 @@ class KVCache:
     """Keys and values of every layer for positions 0 .. max_seq_len-1.
 
     k, v: (n_layers, *batch, max_seq_len, n_kv_heads, head_dim). Only RoPE-rotated
-    keys are stored: a key never changes once its position is known (Remark 2.10).
+    keys are stored: a key's rotation depends on its own position only (Remark 2.8),
+    so it never changes once computed.
     """
 
     def __init__(
@@ -22,6 +23,8 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ):
+        if not 1 <= max_seq_len <= cfg.max_seq_len:
+            raise ValueError(f"a KV cache of {max_seq_len} positions: the model's context holds 1..{cfg.max_seq_len}")
         shape = (cfg.n_layers, *batch_shape, max_seq_len, cfg.n_kv_heads, cfg.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)

@@ -13,6 +13,7 @@ import torch
 from .attention import attention
 from .config import ModelConfig
 from .feed_forward import feed_forward
+from .linear import linear
 from .rmsnorm import rms_norm
 from .rope import precompute_freqs_cis
 
@@ -20,17 +21,19 @@ if TYPE_CHECKING:
     from .kv_cache import KVCache
 
 
-def check_tokens(tokens: torch.Tensor, cfg: ModelConfig, start_pos: int = 0) -> torch.Tensor:
-    """Validate token ids: integers in 0..V-1, non-empty, fitting in the context. Returns a LongTensor."""
+def check_tokens(tokens, cfg: ModelConfig, start_pos: int = 0) -> torch.Tensor:
+    """Validate token ids where they enter (a prompt, a command line): integers in 0..V-1,
+    shape (N,) or (B, N) with N >= 1, fitting in the context. Returns a LongTensor.
+
+    Called once per prompt, not inside the model: reading the ids' values forces a
+    device sync, which a decode step must not pay for every token.
+    """
     tokens = torch.as_tensor(tokens)
     if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
         raise ValueError(f"token ids must be integers, got dtype {tokens.dtype}")
     if tokens.ndim not in (1, 2) or tokens.shape[-1] == 0:
         raise ValueError(f"expected token ids of shape (N,) or (B, N) with N >= 1, got {tuple(tokens.shape)}")
-    # Meta tensors have no values, and inside torch.compile reading them would split the graph:
-    # shapes only there (generate checks the prompt; the ids it samples are in range by construction).
-    shapes_only = tokens.is_meta or torch.compiler.is_compiling()
-    lo, hi = (0, 0) if shapes_only else (int(tokens.min()), int(tokens.max()))
+    lo, hi = int(tokens.min()), int(tokens.max())
     if lo < 0 or hi >= cfg.vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"token id {bad} is outside the vocabulary 0..{cfg.vocab_size - 1}")
@@ -68,10 +71,23 @@ def transformer_block(
     return h + feed_forward(ffn_in, sd[w + "w1.weight"], sd[w + "w2.weight"], sd[w + "w3.weight"])
 
 
-def _freqs_for(cfg: ModelConfig, freqs_cis: torch.Tensor | None, start_pos: int, n: int, device) -> torch.Tensor:
-    if freqs_cis is None or freqs_cis.shape[0] < start_pos + n:
-        freqs_cis = precompute_freqs_cis(cfg, start_pos + n)
-    return freqs_cis[start_pos : start_pos + n].to(device)
+def rope_rows(cfg: ModelConfig, freqs_cis: torch.Tensor | None, start_pos: int, n: int, device) -> torch.Tensor:
+    """The rows of the RoPE table for positions start_pos .. start_pos+n-1: (n, head_dim/2).
+
+    Without a table one is computed; a table that is too short is an error, not silently
+    rebuilt (the caller sized it for the generation it runs).
+    """
+    end = start_pos + n
+    if end > cfg.max_seq_len:
+        raise ValueError(f"{end} positions exceed the context of {cfg.max_seq_len}: shorten the prompt")
+    if freqs_cis is None:
+        freqs_cis = precompute_freqs_cis(cfg, end)
+    elif freqs_cis.shape[0] < end:
+        raise ValueError(
+            f"freqs_cis covers {freqs_cis.shape[0]} positions, position {end - 1} was asked for: "
+            f"precompute_freqs_cis(cfg, {end}) or longer"
+        )
+    return freqs_cis[start_pos:end].to(device)
 
 
 def hidden_states(
@@ -84,8 +100,7 @@ def hidden_states(
 
     tokens: (N,) or (B, N) -> list of L + 1 tensors (..., N, d)
     """
-    tokens = check_tokens(tokens, cfg)
-    freqs = _freqs_for(cfg, freqs_cis, 0, tokens.shape[-1], tokens.device)
+    freqs = rope_rows(cfg, freqs_cis, 0, tokens.shape[-1], tokens.device)
     states = [embed(tokens, sd)]
     for layer in range(cfg.n_layers):
         states.append(transformer_block(states[-1], sd, layer, cfg, freqs))
@@ -94,7 +109,7 @@ def hidden_states(
 
 def lm_head(h: torch.Tensor, sd: dict[str, torch.Tensor], cfg: ModelConfig) -> torch.Tensor:
     """Final RMSNorm, then the (tied) output matrix: (..., N, d) -> float32 logits (..., N, V)."""
-    return (rms_norm(h, sd["norm.weight"], cfg.norm_eps) @ sd["output.weight"].T).float()
+    return linear(rms_norm(h, sd["norm.weight"], cfg.norm_eps), sd["output.weight"]).float()
 
 
 def forward_hidden(
@@ -106,8 +121,7 @@ def forward_hidden(
     start_pos: int = 0,
 ) -> torch.Tensor:
     """The final hidden states X^L (before the final norm): tokens (N,) or (B, N) -> (..., N, d)."""
-    tokens = check_tokens(tokens, cfg, start_pos)
-    freqs = _freqs_for(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
+    freqs = rope_rows(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
     h = embed(tokens, sd)
     for layer in range(cfg.n_layers):
         h = transformer_block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
@@ -121,11 +135,15 @@ def forward(
     freqs_cis: torch.Tensor | None = None,
     kv_cache: KVCache | None = None,
     start_pos: int = 0,
+    last_only: bool = False,
 ) -> torch.Tensor:
-    """Logits for every position: tokens (N,) or (B, N) -> float32 (..., N, V).
+    """Logits: tokens (N,) or (B, N) -> float32 (..., N, V), or (..., 1, V) with ``last_only``.
 
     freqs_cis may be precomputed for at least start_pos + N positions. With a
     ``kv_cache``, ``tokens`` are the positions start_pos .. start_pos+N-1 and the
     earlier ones are read from the cache. Differentiable (used for training).
     """
-    return lm_head(forward_hidden(tokens, sd, cfg, freqs_cis, kv_cache, start_pos), sd, cfg)
+    h = forward_hidden(tokens, sd, cfg, freqs_cis, kv_cache, start_pos)
+    if last_only:  # only the last row predicts the next token (Remark 2.11)
+        h = h[..., [-1], :]
+    return lm_head(h, sd, cfg)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
+import json
 from pathlib import Path
 
 import tiktoken
 
-from .checkpoint import display_path
+from .files import display_path
 
 # Pre-tokenization: text is first split into pieces with this regular expression;
 # BPE then runs inside each piece. (The write-up prints "'11" where "'ll" belongs.)
@@ -69,7 +70,11 @@ def load_ranks(path: str | Path) -> dict[bytes, int]:
     """Parse tokenizer.model: ``base64(token bytes) rank`` per line."""
     path = Path(path)
     ranks: dict[bytes, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TokenizerError(f"{display_path(path)} is not a text file: is this a Llama 3 tokenizer.model?") from err
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -77,9 +82,12 @@ def load_ranks(path: str | Path) -> dict[bytes, int]:
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except (ValueError, binascii.Error) as err:
             raise TokenizerError(
-                f"{display_path(path)} line {lineno} is not 'base64-token rank' ({err}): "
-                "is this a Llama 3 tokenizer.model?"
+                f"{display_path(path)} line {lineno} is not 'base64-token rank' ({err}): is this a Llama 3 tokenizer.model?"
             ) from err
+    if not ranks:
+        raise TokenizerError(
+            f"{display_path(path)} holds no tokens (the file is empty): is this a Llama 3 tokenizer.model?"
+        )
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise TokenizerError(f"{display_path(path)}: ranks are not 0..{len(ranks) - 1} without gaps")
     return ranks
@@ -113,8 +121,20 @@ class Tokenizer:
 
     @classmethod
     def load(cls, ckpt_dir: str | Path | None = None) -> Tokenizer:
-        """The tokenizer for a checkpoint directory (its own file, else the packaged one)."""
-        return cls(tokenizer_path(ckpt_dir))
+        """The tokenizer for a checkpoint directory (its own file, else the packaged one).
+
+        If the directory's params.json gives a vocab_size, the tokenizer must define
+        exactly that many ids: a foreign or truncated tokenizer.model is refused.
+        """
+        tok = cls(tokenizer_path(ckpt_dir))
+        vocab_size = _params_vocab_size(ckpt_dir)
+        if vocab_size is not None and vocab_size != tok.n_words:
+            raise TokenizerError(
+                f"{display_path(tok.path)} defines {tok.n_words:,} token ids but params.json says vocab_size {vocab_size:,}: "
+                "this tokenizer.model does not belong to the model (truncated, or from another model); "
+                "remove it to use the Llama 3 tokenizer from the llama-models package"
+            )
+        return tok
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """Token ids of ``text``; special-token strings in the text are encoded as plain text."""
@@ -138,3 +158,15 @@ class Tokenizer:
     def pieces(self, ids) -> list[str]:
         """Each token of ``ids`` as its own string, e.g. ['<|begin_of_text|>', 'The', ' capital', ...]."""
         return [self.piece(i) for i in ids]
+
+
+def _params_vocab_size(ckpt_dir: str | Path | None) -> int | None:
+    """vocab_size from a checkpoint's params.json, or None (no directory, no file, unreadable:
+    loading the checkpoint reports those)."""
+    if ckpt_dir is None:
+        return None
+    try:
+        value = json.loads((Path(ckpt_dir) / "params.json").read_text()).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -77,7 +77,7 @@ def test_env_pointing_nowhere(tmp_path, monkeypatch):
 
 def test_missing_weights_file(tmp_path, small_cfg):
     (tmp_path / "params.json").write_text(json.dumps(small_cfg.to_params()))
-    with pytest.raises(CheckpointError, match="consolidated.00.pth not found .*make weights"):
+    with pytest.raises(CheckpointError, match="consolidated.00.pth not found: .*make weights"):
         load_checkpoint(tmp_path)
 
 
@@ -142,7 +142,13 @@ def test_save_is_atomic(tmp_path, small_cfg, monkeypatch):
     assert (tmp_path / "consolidated.00.pth").read_bytes() == before
 
 
-def test_display_path_never_absolute(tmp_path):
-    assert not ck.display_path(tmp_path / "x").startswith("/")
-    assert ck.display_path(ck.TINY_DIR) == "models/tiny-llama-3.2/original"
+def test_display_path_relative_inside_the_repo_and_as_given_outside(tmp_path):
+    from helpers.files import display_path
+
+    assert display_path(ck.TINY_DIR) == "models/tiny-llama-3.2/original"  # never this machine's absolute path
+    assert display_path(tmp_path / "x") == str(tmp_path / "x")  # a user's path, as given, not shortened
+    assert display_path("relative/dir") == "relative/dir"
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # a symbolic-link loop is shown, not resolved
+    assert display_path(loop) == str(loop)
     assert ck.checkpoint_name(ck.TINY_DIR) == "tiny-llama-3.2"

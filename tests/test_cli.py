@@ -33,7 +33,8 @@ def test_logits_file_format(tmp_path, tokenizer_vocab_ckpt):
     assert data["logits"].dtype == torch.float32 and data["logits"].shape == (6, 128256)
     cfg, sd = load_checkpoint(tokenizer_vocab_ckpt, dtype=torch.float32)
     torch.testing.assert_close(data["logits"], forward(data["tokens"], sd, cfg))
-    assert str(tmp_path) not in r.stdout + r.stderr
+    assert r.stdout == f"wrote {out}: tokens (6,), logits (6, 128256) from {tokenizer_vocab_ckpt}\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temporary file is left"
 
 
 def test_generate_cached_equals_uncached(tokenizer_vocab_ckpt):
@@ -68,11 +69,11 @@ def test_generate_uses_the_environment_checkpoint(tokenizer_vocab_ckpt):
     "args, message",
     [
         (("--prompt", ""), "the prompt is empty"),
-        (("--prompt", PROMPT, "--temperature", "0"), "temperature must be > 0"),
+        (("--prompt", PROMPT, "--temperature", "0"), "temperature must be a finite number > 0"),
         (("--prompt", PROMPT, "--temperature", "1", "--top-p", "1.2"), "top_p must be in (0, 1]"),
         (("--prompt", PROMPT, "--temperature", "1", "--top-k", "0"), "top_k must be an integer >= 1"),
         (("--prompt", PROMPT, "--max-new-tokens", "0"), "--max-new-tokens must be >= 1"),
-        (("--prompt", PROMPT, "--compile", "--no-cache"), "leave the cache on"),
+        (("--prompt", PROMPT, "--compile", "--no-cache"), "leave out --no-cache"),
     ],
 )
 def test_user_mistakes_get_one_line(tokenizer_vocab_ckpt, args, message):
@@ -97,11 +98,12 @@ def test_prompt_longer_than_context(tmp_path, tokenizer_vocab_ckpt):
 
     params = json.loads((tokenizer_vocab_ckpt / "params.json").read_text())
     # the context limit is a config value; a checkpoint can't lower it, so test via the library path
-    from helpers.config import ModelConfig
-    from helpers.sampling import generate
+    import dataclasses
 
-    cfg = ModelConfig.from_params(params)
-    cfg = ModelConfig(**{**cfg.__dict__, "max_seq_len": 4})
+    from helpers.config import ModelConfig
+    from helpers.generation import generate
+
+    cfg = dataclasses.replace(ModelConfig.from_params(params), max_seq_len=4)
     _, sd = load_checkpoint(tokenizer_vocab_ckpt)
     with pytest.raises(ValueError, match="exceed the context"):
         generate(Tokenizer.load(None).encode(PROMPT), sd, cfg, 1)

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from helpers.checkpoint import random_state_dict
 from helpers.config import ModelConfig, llama_3_2_1b_config
+from helpers.generation import generate, generate_uncached
 from helpers.kv_cache import KVCache, cache_bytes_per_token
 from helpers.model import forward
 from helpers.rope import precompute_freqs_cis
 from helpers.sampling import (
     apply_temperature,
-    generate,
     greedy,
     sample_next_token,
     top_k_filter,
@@ -75,8 +75,8 @@ def test_seeded_sampling_is_reproducible_and_follows_probabilities():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"temperature": 0.0}, "temperature must be > 0"),
-        ({"temperature": -1.0}, "temperature must be > 0"),
+        ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+        ({"temperature": -1.0}, "temperature must be a finite number > 0"),
         ({"temperature": 1.0, "top_k": 0}, "top_k must be an integer >= 1"),
         ({"temperature": 1.0, "top_p": 0.0}, r"top_p must be in \(0, 1\]"),
         ({"temperature": 1.0, "top_p": 1.5}, r"top_p must be in \(0, 1\]"),
@@ -106,8 +106,8 @@ def test_cached_generation_equals_uncached(sampling):
     cfg = SHAPES["gqa-scaled"]
     sd = random_state_dict(cfg, seed=23, std=0.3)
     prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
-    cached = generate(prompt, sd, cfg, 30, use_cache=True, **sampling)
-    uncached = generate(prompt, sd, cfg, 30, use_cache=False, **sampling)
+    cached = generate(prompt, sd, cfg, 30, **sampling)
+    uncached = generate_uncached(prompt, sd, cfg, 30, **sampling)
     assert cached == uncached and len(cached) == 30
     # the greedy run really is greedy: each token is the argmax given the ones before
     if not sampling:
@@ -126,9 +126,9 @@ def test_generation_stops_at_end_of_text():
     sd["norm.weight"] = torch.ones(32)
     sd["output.weight"] = torch.zeros(10, 32)
     sd["output.weight"][7] = e
-    for use_cache in (True, False):
-        assert generate([1, 2], sd, cfg, 10, stop_ids=(7,), use_cache=use_cache) == [7]
-        assert generate([1, 2], sd, cfg, 3, use_cache=use_cache) == [7, 7, 7]
+    for loop in (generate, generate_uncached):
+        assert loop([1, 2], sd, cfg, 10, stop_ids=(7,)) == [7]
+        assert loop([1, 2], sd, cfg, 3) == [7, 7, 7]
 
 
 def test_generation_input_errors():
@@ -147,7 +147,7 @@ def test_generation_input_errors():
 def test_cache_size_at_1b_scale():
     cfg = llama_3_2_1b_config()
     assert cache_bytes_per_token(cfg, torch.bfloat16) == 2 * 16 * 8 * 64 * 2 == 32768
-    mha = ModelConfig(**{**cfg.__dict__, "n_kv_heads": 32})
+    mha = dataclasses.replace(cfg, n_kv_heads=32)
     assert cache_bytes_per_token(mha, torch.bfloat16) == 4 * 32768
     cache = KVCache(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=10), 5)
     assert cache.nbytes == 5 * cache_bytes_per_token(
@@ -162,8 +162,7 @@ def test_compiled_decode_step_equals_the_eager_step():
     gives the eager loop's tokens, greedy and sampled, and its logits to float32 rounding."""
     from torch._inductor.utils import run_and_get_code
 
-    from helpers.compiled import compiled_decode_logits
-    from helpers.sampling import decode_head, decode_logits
+    from helpers.compiled import compiled_step
 
     # a vocabulary above 2048, so that the LM head needs the raised decomposition limit
     cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
@@ -179,21 +178,20 @@ def test_compiled_decode_step_equals_the_eager_step():
         prompt.tolist(), sd, cfg, 20, **sampling
     )
 
-    freqs, head_t = precompute_freqs_cis(cfg, 20), decode_head(sd["output.weight"])
+    freqs = precompute_freqs_cis(cfg, 20)
     caches = [KVCache(cfg, 20), KVCache(cfg, 20)]
-    step = compiled_decode_logits(sd, head_t)
+    step = compiled_step(sd)
     with torch.inference_mode():
         for cache in caches:
-            decode_logits(prompt, sd, cfg, freqs, cache, 0, head_t)
+            forward(prompt, sd, cfg, freqs, cache, 0, last_only=True)
         for pos in range(5, 20):
             token = torch.tensor([pos * 7 % cfg.vocab_size])
-            want = decode_logits(token, sd, cfg, freqs, caches[0], pos, head_t)
-            torch.testing.assert_close(step(token, sd, cfg, freqs, caches[1], pos, head_t), want, rtol=1e-5, atol=1e-5)
+            want = forward(token, sd, cfg, freqs, caches[0], pos, last_only=True)
+            got = step(token, sd, cfg, freqs, caches[1], pos, last_only=True)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(caches[1].k, caches[0].k, rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="one new token at a time"):
-            step(prompt, sd, cfg, freqs, caches[1], 0, head_t)
-    with pytest.raises(ValueError, match="leave the cache on"):
-        generate(prompt.tolist(), sd, cfg, 3, use_cache=False, compile=True)
+            step(prompt, sd, cfg, freqs, caches[1], 0)
 
 
 def test_compile_without_a_cpp_compiler_says_what_to_do():

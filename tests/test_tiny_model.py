@@ -7,18 +7,11 @@ import torch
 
 from helpers.checkpoint import TINY_DIR, load_checkpoint
 from helpers.config import llama_3_2_1b_config
+from helpers.corpus import Country, document, load_countries, seen_token_ids, sentences
+from helpers.evaluate import fact_accuracy
 from helpers.model import forward
 from helpers.tokenizer import Tokenizer
-from helpers.train import (
-    Country,
-    capital_accuracy,
-    document,
-    full_vocab_loss,
-    load_countries,
-    seen_token_ids,
-    sentences,
-    train,
-)
+from helpers.train import full_vocab_loss, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,7 @@ def test_the_capital_of_france_is_paris(tiny):
 def test_capital_accuracy_on_a_fixed_sample(tiny, countries):
     cfg, sd = tiny
     sample = random.Random(1234).sample(countries, 40)
-    acc, misses = capital_accuracy(sd, cfg, Tokenizer.load(TINY_DIR), sample)
+    acc, misses = fact_accuracy(sd, cfg, Tokenizer.load(TINY_DIR), sample)
     assert acc >= 0.95, misses
 
 
@@ -98,7 +91,7 @@ def test_training_smoke_loss_decreases():
         "multiple_of": 32,
         "use_scaled_rope": True,
     }
-    result = train(steps=40, batch_size=8, lr=1e-2, seed=0, params=params, countries=countries, progress=False)
+    result = train_tiny(steps=40, batch_size=8, lr=1e-2, seed=0, params=params, countries=countries, progress=False)
     losses = result["losses"]
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
     sd = result["sd"]

@@ -29,7 +29,7 @@ def run_weights(tmp_path, cache, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LLAMA_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf-home"))
     return subprocess.run(
-        [sys.executable, "-m", "helpers.weights", "--dest", str(tmp_path / "dest"), *args],
+        [sys.executable, "-m", "helpers.tools.weights", "--dest", str(tmp_path / "dest"), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -71,7 +71,7 @@ def test_http_errors_become_instructions(monkeypatch, tmp_path):
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    from helpers import weights
+    from helpers.tools import weights
 
     def fail_with(exc):
         def fake(*a, **k):

@@ -16,7 +16,7 @@ once, so memory bandwidth bounds it: the roofline is bandwidth / bytes of weight
 per token, with the bandwidth measured by a streaming read between the timed rounds
 (the best round counts: a roofline is a bound).
 
-Writes build/bench/results.json (the issue's schema), details.json (every timing,
+Writes build/bench/results.json (a fixed schema, tested), details.json (every timing,
 compile times, the machine) and decode.png, and prints a table.
 ``python -m helpers.bench --device cuda`` runs the same on a GPU.
 """
@@ -34,9 +34,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import REPO_ROOT, TINY_DIR, display_path, load_checkpoint, random_state_dict
-from .config import ModelConfig, llama_3_2_1b_config
-from .sampling import generate
+from ..checkpoint import TINY_DIR, load_checkpoint, random_state_dict
+from ..config import ModelConfig, llama_3_2_1b_config
+from ..files import REPO_ROOT, display_path
+from ..generation import generate, generate_uncached
 
 OUT_DIR = REPO_ROOT / "build" / "bench"
 PROMPT_TOKENS = 16
@@ -72,9 +73,9 @@ def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
     return size * (cfg.n_layers * per_block + d + cfg.vocab_size * d + d)
 
 
-def prompt_ids(cfg: ModelConfig, seed: int = 0) -> list[int]:
+def prompt_ids(cfg: ModelConfig) -> list[int]:
     """A fixed 16-token prompt: BOS and 15 ids that have embeddings in every checkpoint used here."""
-    from .tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
 
     tok = Tokenizer.load(None)
     ids = tok.encode("The capital of France is Paris. The capital of Japan is Tokyo. The")[:PROMPT_TOKENS]
@@ -82,9 +83,9 @@ def prompt_ids(cfg: ModelConfig, seed: int = 0) -> list[int]:
     return ids
 
 
-def time_scratch(sd, cfg, ids, new_tokens: int, **options) -> tuple[float, list[int]]:
+def time_scratch(sd, cfg, ids, new_tokens: int, cache: bool = True, **options) -> tuple[float, list[int]]:
     start = time.perf_counter()
-    new = generate(ids, sd, cfg, new_tokens, **options)
+    new = (generate if cache else generate_uncached)(ids, sd, cfg, new_tokens, **options)
     return time.perf_counter() - start, new
 
 
@@ -116,7 +117,7 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) 
     """Time every implementation on one (model, dtype): a short warm-up each (the compile
     happens there), then rounds in which they take turns, so that a slow phase of the machine
     hits all of them alike. Each rate is the median over the rounds."""
-    from .hf import hf_model
+    from ..hf import hf_model
 
     sd = {k: v.to(dtype) for k, v in sd.items()}
     sd["output.weight"] = sd["tok_embeddings.weight"]
@@ -128,7 +129,7 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) 
         EAGER: lambda n: time_scratch(sd, cfg, ids, n),
     }
     if nocache:
-        impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, use_cache=False)
+        impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, cache=False)
     impls["transformers"] = lambda n: time_transformers(model, ids, n)
     label = f"{name} {str(dtype).removeprefix('torch.')}"
     warmup = {}
@@ -229,7 +230,7 @@ def plot(results: dict, details: dict, path: Path) -> None:
 
 
 def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
-    """results.json in the issue's schema: the best round's bandwidth, one row per (model,
+    """results.json, in the schema tests/test_tools.py fixes: the best round's bandwidth, one row per (model,
     dtype, implementation) except the eager cached run, and the 1B-shape rooflines."""
     bandwidth = max(b for group in groups for b in group["bandwidth_GBps"])
     rows = [

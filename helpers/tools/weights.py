@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from .checkpoint import MODELS_DIR, WEIGHTS_FILE, CheckpointError, display_path, load_checkpoint
+from ..checkpoint import MODELS_DIR, WEIGHTS_FILE, CheckpointError, load_checkpoint
+from ..files import display_path
 
 REPO_ID = "meta-llama/Llama-3.2-1B"
 LICENCE_URL = f"https://huggingface.co/{REPO_ID}"
@@ -65,7 +66,17 @@ def download_weights(dest: str | Path | None = None, repo_id: str = REPO_ID, tok
                 f"huggingface.co answered HTTP {_status(err)}: set HF_TOKEN to a valid read token and accept "
                 f"the licence at {LICENCE_URL}"
             ) from err
-        raise DownloadError(f"download failed: {str(err).splitlines()[0]}; retry later") from err
+        status = _status(err)
+        meaning = {
+            429: "too many requests: wait a few minutes",
+            500: "a server error",
+            502: "a server error",
+            503: "the service is unavailable",
+            504: "a gateway timeout",
+        }.get(status, "an error")
+        raise DownloadError(
+            f"huggingface.co answered HTTP {status} ({meaning}); nothing is wrong on your side: retry later"
+        ) from err
     except OSError as err:  # connection refused, DNS failure, disk full
         raise DownloadError(f"download failed ({type(err).__name__}: {err}); check the network and disk") from err
     ckpt_dir = _link_into(snapshot / "original", dest / "original")

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import REPO_ROOT, display_path, load_checkpoint, resolve_checkpoint_dir
+from ..checkpoint import load_checkpoint, resolve_checkpoint_dir
+from ..files import REPO_ROOT, display_path
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BUILD_DIR = REPO_ROOT / "build"
@@ -52,8 +53,8 @@ def continuation(max_new_tokens: int = 24) -> str:
     """The default checkpoint's greedy continuation of the book's prompt."""
     import torch
 
-    from .sampling import generate
-    from .tokenizer import Tokenizer
+    from ..generation import generate
+    from ..tokenizer import Tokenizer
 
     ckpt = resolve_checkpoint_dir()
     cfg, sd = load_checkpoint(ckpt, dtype=torch.float32)
@@ -78,7 +79,13 @@ def run_book(in_place: bool = False) -> int:
         start = time.perf_counter()
         try:
             nb = execute(path)
+        except KeyboardInterrupt:
+            print(f"INTERRUPTED in {path.name} (Ctrl-C): the notebooks after it did not run", file=sys.stderr)
+            return 130
         except Exception as err:  # noqa: BLE001 - report which notebook failed, then stop
+            if "KeyboardInterrupt" in str(err) or type(err).__name__ == "DeadKernelError":
+                print(f"INTERRUPTED in {path.name}: the kernel was stopped", file=sys.stderr)
+                return 130
             first = str(err).strip().splitlines()
             print(f"FAILED {path.name}: {first[-1] if first else type(err).__name__}", file=sys.stderr)
             return 1

@@ -1,0 +1,223 @@
+"""Generating text: the loops that turn next-token logits into a continuation.
+
+- ``generate_uncached`` (chapter 08): append a token, run the whole sequence again.
+- ``generate`` (chapter 09): run the prompt once into a KV cache (``prefill``), then one
+  token per step; the same tokens, without recomputing the past.
+
+Both validate the prompt once, where it enters; the model itself checks nothing per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+from .model import check_tokens, forward
+from .rope import precompute_freqs_cis
+from .sampling import check_sampling_args, sample_next_token
+
+# Prompt positions processed per forward call in ``prefill``: attention then holds
+# heads x PREFILL_CHUNK x N scores instead of heads x N x N, so memory grows linearly with N.
+PREFILL_CHUNK = 256
+
+
+def check_prompt(prompt_ids: Sequence[int], cfg: ModelConfig, max_new_tokens: int) -> list[int]:
+    """The prompt as a list of valid ids, and a length that fits the context with the new tokens."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0 (got {max_new_tokens})")
+    prompt = check_tokens(torch.as_tensor(list(prompt_ids), dtype=torch.long), cfg).tolist()
+    if len(prompt) + max_new_tokens > cfg.max_seq_len:
+        raise ValueError(
+            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceed the context of "
+            f"{cfg.max_seq_len}: shorten the prompt or ask for fewer tokens"
+        )
+    return prompt
+
+
+def memory_needed(
+    cfg: ModelConfig,
+    n_prompt: int,
+    max_new_tokens: int = 0,
+    dtype: torch.dtype = torch.float32,
+    chunk: int = PREFILL_CHUNK,
+    all_logits: bool = False,
+) -> dict[str, int]:
+    """Bytes that a generation (or the logits of every position) allocates, by part; weights not included.
+
+    The KV cache grows with the length T; attention holds a few heads x chunk x T score
+    tensors at a time (``prefill``); the logits are one row, or N x V with ``all_logits``.
+    """
+    elt = torch.empty((), dtype=dtype).element_size()
+    total, c = n_prompt + max_new_tokens, min(chunk, max(n_prompt, 1))
+    return {
+        "KV cache": 2 * cfg.n_layers * total * cfg.n_kv_heads * cfg.head_dim * elt,
+        # scores, scores + mask and their float32 softmax; keys and values repeated to every head
+        "attention": 3 * cfg.n_heads * c * total * 4 + c * total * 4 + 2 * cfg.n_heads * total * cfg.head_dim * elt,
+        "activations": c * (4 * cfg.dim + 3 * cfg.ffn_hidden_dim) * max(elt, 4),
+        "logits": (n_prompt if all_logits else c) * cfg.vocab_size * 4,
+    }
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: free memory, or what is left under a container's limit."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    try:  # cgroup v2: a container's own limit can be far below the machine's free memory
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        used = int(open("/sys/fs/cgroup/memory.current").read())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def check_memory(
+    cfg: ModelConfig,
+    n_prompt: int,
+    max_new_tokens: int = 0,
+    dtype: torch.dtype = torch.float32,
+    chunk: int = PREFILL_CHUNK,
+    all_logits: bool = False,
+    extra: int = 0,
+    available: int | None = None,
+) -> None:
+    """Refuse, before allocating anything, a prompt whose generation would not fit in memory.
+
+    ``extra``: bytes still to be allocated besides (e.g. weights about to be loaded).
+    The message says how many prompt tokens would fit.
+    """
+    available = available_memory() if available is None else available
+
+    def need(n: int) -> int:
+        return sum(memory_needed(cfg, n, max_new_tokens, dtype, chunk, all_logits).values()) + extra
+
+    if need(n_prompt) <= available:
+        return
+    lo, hi = 0, n_prompt  # the longest prompt that fits, by bisection (need grows with n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need(mid) <= available else (lo, mid - 1)
+    parts = memory_needed(cfg, n_prompt, max_new_tokens, dtype, chunk, all_logits)
+    biggest = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:2])
+    raise MemoryError(
+        f"a prompt of {n_prompt:,} tokens needs about {need(n_prompt) / 1e9:.1f} GB ({biggest}), "
+        f"but {available / 1e9:.1f} GB are available: at most {lo:,} prompt tokens fit"
+        + (" (generate keeps one row of logits and needs less)" if all_logits else "")
+    )
+
+
+def weights_device_dtype(sd: dict) -> tuple[torch.device, torch.dtype]:
+    """Where the model's weights live and the dtype it computes in (the embedding table's)."""
+    table = sd["tok_embeddings.weight"]
+    return table.device, table.dtype
+
+
+def generate_uncached(
+    prompt_ids: Sequence[int],
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    max_new_tokens: int,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_ids: Sequence[int] = (),
+) -> list[int]:
+    """Chapter 08's loop: run the whole sequence, pick the next token, append it, repeat.
+
+    Stops after ``max_new_tokens`` or after emitting one of ``stop_ids`` (which is
+    returned). Greedy when ``temperature`` is None, else seeded sampling.
+    """
+    ids = check_prompt(prompt_ids, cfg, max_new_tokens)
+    check_sampling_args(temperature, top_k, top_p)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    device, _ = weights_device_dtype(sd)
+    freqs_cis = precompute_freqs_cis(cfg, len(ids) + max_new_tokens).to(device)
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            logits = forward(torch.tensor(ids, device=device), sd, cfg, freqs_cis, last_only=True)[-1]
+            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
+            ids.append(next_id)
+            new.append(next_id)
+            if next_id in stop_ids:
+                break
+    return new
+
+
+def prefill(
+    tokens: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor,
+    cache: KVCache,
+    chunk: int = PREFILL_CHUNK,
+    all_rows: bool = False,
+) -> torch.Tensor:
+    """Run the prompt into the cache, ``chunk`` positions per call: logits (V,) of its last token
+    (or (N, V) of every position with ``all_rows``).
+
+    Each chunk's queries attend to all keys cached so far, so the result equals one pass
+    over the whole prompt, while attention holds chunk x N scores per head, not N x N.
+    """
+    n = tokens.shape[-1]
+    out = None
+    for start in range(0, n, chunk):
+        logits = forward(tokens[..., start : start + chunk], sd, cfg, freqs_cis, cache, start, last_only=not all_rows)
+        if all_rows:  # filled in place: a list joined at the end would hold every row twice
+            if out is None:
+                out = logits.new_empty(*logits.shape[:-2], n, logits.shape[-1])
+            out[..., start : start + logits.shape[-2], :] = logits
+    return out if all_rows else logits[..., -1, :]
+
+
+def generate(
+    prompt_ids: Sequence[int],
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    max_new_tokens: int,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_ids: Sequence[int] = (),
+    compile: bool = False,
+) -> list[int]:
+    """Chapter 09's loop: the prompt once into a KV cache, then one new token per step.
+
+    The same tokens as ``generate_uncached``, greedy or sampled with the same seed.
+    ``compile=True`` runs the one-token steps through ``torch.compile``
+    (``helpers/compiled.py``): the same function, faster after a compile.
+    """
+    prompt = check_prompt(prompt_ids, cfg, max_new_tokens)
+    check_sampling_args(temperature, top_k, top_p)
+    if max_new_tokens == 0:
+        return []
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    device, dtype = weights_device_dtype(sd)
+    if device.type == "cpu":
+        check_memory(cfg, len(prompt), max_new_tokens, dtype)
+    total = len(prompt) + max_new_tokens
+    cache = KVCache(cfg, total, dtype=dtype, device=device)
+    freqs_cis = precompute_freqs_cis(cfg, total).to(device)
+    step = forward
+    if compile:
+        from .compiled import compiled_step
+
+        step = compiled_step(sd)
+    new: list[int] = []
+    with torch.inference_mode():
+        logits = prefill(torch.tensor(prompt, device=device), sd, cfg, freqs_cis, cache)
+        for pos in range(len(prompt), total):
+            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
+            new.append(next_id)
+            if next_id in stop_ids or pos + 1 == total:
+                break
+            token = torch.tensor([next_id], device=device)  # the newest token only, at position pos
+            logits = step(token, sd, cfg, freqs_cis, cache, pos, last_only=True)[-1]
+    return new

@@ -1,0 +1,149 @@
+"""Command line: ``python -m helpers generate|logits``.
+
+    python -m helpers generate --prompt "The capital of France is" --max-new-tokens 20
+    python -m helpers logits --prompt-file prompt.txt --out logits.pt
+
+``--checkpoint`` defaults to $LLAMA_CHECKPOINT, then models/Llama-3.2-1B/original/,
+then the embedded models/tiny-llama-3.2/original/. A user mistake prints one line
+starting with ``error:`` on stderr and exits with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..artifacts import ArtifactError
+from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_dir
+from ..config import ConfigError, ModelConfig
+from ..files import atomic_write, check_writable_target, display_path
+from ..generation import check_memory, check_prompt, generate, generate_uncached, prefill
+from ..kv_cache import KVCache
+from ..rope import precompute_freqs_cis
+from ..sampling import check_sampling_args
+from ..tokenizer import Tokenizer, TokenizerError
+
+USER_ERRORS = (CheckpointError, ConfigError, TokenizerError, ArtifactError, ValueError, OSError, MemoryError)
+
+
+class UsageError(Exception):
+    """A command line argparse could not parse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one `error:` line instead of argparse's usage block
+        raise UsageError(f"{message} (see python -m helpers {self.prog.split()[-1]} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m helpers", description="Llama 3.2 from scratch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--checkpoint", default=None, help="Meta-format directory (params.json, consolidated.00.pth)")
+    text = common.add_mutually_exclusive_group(required=True)
+    text.add_argument("--prompt", help="input text; <|begin_of_text|> is prepended")
+    text.add_argument(
+        "--prompt-file", help="read the prompt from this UTF-8 file ('-': standard input); a final newline is dropped"
+    )
+    gen = sub.add_parser("generate", parents=[common], help="continue a prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--temperature", type=float, default=None, help="> 0 to sample; unset: greedy")
+    gen.add_argument(
+        "--top-k", type=int, default=None, help="keep the k most likely tokens (>= 1); needs --temperature"
+    )
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus threshold in (0, 1]; needs --temperature")
+    gen.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    gen.add_argument("--no-cache", action="store_true", help="re-run the whole sequence each step (chapter 08)")
+    gen.add_argument(
+        "--compile", action="store_true", help="torch.compile the decode step: faster, after a minute of compiling"
+    )
+    lg = sub.add_parser("logits", parents=[common], help="write float32 logits of every position")
+    lg.add_argument("--out", required=True, help="output .pt file: {'tokens': (N,), 'logits': (N, V)}")
+    return parser
+
+
+def read_prompt(args) -> str:
+    """The prompt text from --prompt, or from --prompt-file (a path, or - for standard input)."""
+    if args.prompt_file is None:
+        text = args.prompt
+    elif args.prompt_file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--prompt-file {args.prompt_file} is not UTF-8 text") from err
+        except OSError as err:
+            raise OSError(f"--prompt-file {args.prompt_file}: {err.strerror}") from err
+        text = text.removesuffix("\n")
+    if not text:
+        raise ValueError("the prompt is empty: pass some text with --prompt or --prompt-file")
+    return text
+
+
+def _load(args, max_new_tokens: int, all_logits: bool) -> tuple:
+    """Checkpoint directory, prompt, tokenizer, config, weights and prompt ids -- each checked
+    before the next, and the memory a run needs checked before the weights are read."""
+    ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
+    prompt = read_prompt(args)
+    cfg = ModelConfig.from_json(ckpt_dir)
+    tok = Tokenizer.load(ckpt_dir)
+    ids = check_prompt(tok.encode(prompt), cfg, max_new_tokens)
+    check_memory(cfg, len(ids), max_new_tokens, torch.float32, all_logits=all_logits, extra=4 * cfg.n_parameters)
+    cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
+    return ckpt_dir, prompt, tok, cfg, sd, ids
+
+
+def cmd_generate(args) -> int:
+    check_sampling_args(args.temperature, args.top_k, args.top_p)
+    if args.temperature is None and (args.top_k is not None or args.top_p is not None):
+        flag = "--top-k" if args.top_k is not None else "--top-p"
+        raise ValueError(
+            f"{flag} only applies when sampling: add --temperature T (e.g. 1.0), or drop {flag} for greedy"
+        )
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
+    if args.compile and args.no_cache:
+        raise ValueError("--compile speeds up the cached decode step: leave out --no-cache")
+    ckpt_dir, prompt, tok, cfg, sd, ids = _load(args, args.max_new_tokens, all_logits=False)
+    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.no_cache:
+        new = generate_uncached(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, **settings)
+    else:
+        new = generate(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, compile=args.compile, **settings)
+    text = tok.decode([t for t in new if t not in tok.stop_ids])
+    print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
+    print(prompt + text)
+    return 0
+
+
+def cmd_logits(args) -> int:
+    out = check_writable_target(args.out, "--out")  # before any work: a device, a folder, a missing folder
+    ckpt_dir, _, tok, cfg, sd, ids = _load(args, 0, all_logits=True)
+    tokens = torch.tensor(ids, dtype=torch.long)
+    with torch.inference_mode():  # through the cache in chunks: memory linear in the prompt's length
+        cache = KVCache(cfg, len(ids))
+        logits = prefill(tokens, sd, cfg, precompute_freqs_cis(cfg, len(ids)), cache, all_rows=True).float()
+    payload = {"tokens": tokens, "logits": logits}
+    atomic_write(out, lambda tmp: torch.save(payload, tmp), "--out")
+    print(f"wrote {args.out}: tokens ({len(ids)},), logits {tuple(logits.shape)} from {display_path(ckpt_dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return {"generate": cmd_generate, "logits": cmd_logits}[args.command](args)
+    except (UsageError, *USER_ERRORS) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
