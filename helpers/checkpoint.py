@@ -201,7 +201,7 @@ def load_checkpoint(
     """
     ckpt_dir = resolve_checkpoint_dir(ckpt_dir)
     cfg = ModelConfig.from_json(ckpt_dir / "params.json", rope_scale_factor=rope_scale_factor)
-    sd = validate_state_dict(load_state_dict(ckpt_dir / WEIGHTS_FILE), cfg)
+    sd = validate_state_dict(load_state_dict(ckpt_dir / WEIGHTS_FILE), cfg, display_path(ckpt_dir / WEIGHTS_FILE))
     if dtype is not None:
         sd = cast_state_dict(sd, dtype)
     return cfg, sd

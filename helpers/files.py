@@ -48,6 +48,12 @@ def check_writable_target(path: str | Path, what: str = "output") -> Path:
         raise OSError(f"{what} {path} is {kind}: give the name of a file to create or replace")
     if not path.parent.is_dir():
         raise OSError(f"{what} {path}: the folder {path.parent} does not exist")
+    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
+    try:  # can a file be created there at all? (permissions, a read-only or virtual file system)
+        probe.touch(exist_ok=False)
+    except OSError as err:
+        raise OSError(f"{what} {path} cannot be written: {err.strerror} in {path.parent}") from err
+    probe.unlink()
     return path
 
 
@@ -63,7 +69,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], what: str = "o
         write(tmp)
         os.replace(tmp, path)
     except RuntimeError as err:  # torch.save reports an unwritable file as RuntimeError
-        raise OSError(f"{what} {path} could not be written: {str(err).strip().splitlines()[-1]}") from err
+        reason = str(err).strip().splitlines()[-1].split("strerror:")[-1].strip()
+        raise OSError(f"{what} {path} could not be written: {reason}") from err
     except PermissionError as err:
         raise OSError(f"{what} {path} could not be written: permission denied") from err
     finally:

@@ -54,8 +54,9 @@ def memory_needed(
     total, c = n_prompt + max_new_tokens, min(chunk, max(n_prompt, 1))
     return {
         "KV cache": 2 * cfg.n_layers * total * cfg.n_kv_heads * cfg.head_dim * elt,
-        # scores, scores + mask and their float32 softmax; keys and values repeated to every head
-        "attention": 3 * cfg.n_heads * c * total * 4 + c * total * 4 + 2 * cfg.n_heads * total * cfg.head_dim * elt,
+        # up to four live score tensors (the product, scaled, masked, softmax in float32; measured on a
+        # CPU: tests/test_generation.py), the mask, keys and values repeated to every head
+        "attention": 4 * cfg.n_heads * c * total * 4 + c * total * 4 + 2 * cfg.n_heads * total * cfg.head_dim * elt,
         "activations": c * (4 * cfg.dim + 3 * cfg.ffn_hidden_dim) * max(elt, 4),
         "logits": (n_prompt if all_logits else c) * cfg.vocab_size * 4,
     }

@@ -63,3 +63,40 @@ def test_corrupt_file_and_bad_names(tmp_path, small_ckpt):
         artifacts.artifact_path("tokens", small_ckpt)
     with pytest.raises(TypeError, match="tensors only"):
         save_artifact("01_tokens", {"ids": [1, 2]}, small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
+
+
+def test_same_sized_checkpoint_with_other_weights_is_refused(tmp_path, small_ckpt, small_cfg):
+    """The fingerprint used to be params.json plus the file's size: equal sizes passed."""
+    save_artifact("03_rmsnorm", {"x": torch.ones(2)}, small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
+    size = (small_ckpt / "consolidated.00.pth").stat().st_size
+    from helpers.checkpoint import random_state_dict
+
+    save_checkpoint(small_ckpt, small_cfg, random_state_dict(small_cfg, seed=99, std=0.2))
+    assert (small_ckpt / "consolidated.00.pth").stat().st_size == size
+    with pytest.raises(ArtifactError, match="another fingerprint"):
+        load_artifact("03_rmsnorm", small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
+
+
+def test_edited_tensor_bytes_are_refused(tmp_path, small_ckpt):
+    path = save_artifact("06_one_layer", {"x1": torch.zeros(3)}, small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
+    payload = torch.load(path, weights_only=True)
+    payload["tensors"]["x1"][1] = 7.0  # provenance untouched, one number changed
+    torch.save(payload, path)
+    with pytest.raises(ArtifactError, match="altered after it was saved"):
+        load_artifact("06_one_layer", small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
+
+
+def test_weights_are_hashed_once_then_read_from_the_cache(tmp_path, small_ckpt):
+    import json
+    import os
+
+    cache = tmp_path / "a"
+    first = artifacts.fingerprint(small_ckpt, cache)
+    entries = json.loads((cache / ".content-hashes.json").read_text())
+    (key,) = entries
+    entries[key]["sha256"] = "0" * 64  # if the cache is read, this is what the fingerprint uses
+    (cache / ".content-hashes.json").write_text(json.dumps(entries))
+    assert artifacts.fingerprint(small_ckpt, cache) != first
+    weights = small_ckpt / "consolidated.00.pth"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))  # the file "changed"
+    assert artifacts.fingerprint(small_ckpt, cache) == first  # hashed again

@@ -152,3 +152,25 @@ def test_display_path_relative_inside_the_repo_and_as_given_outside(tmp_path):
     loop.symlink_to(loop)  # a symbolic-link loop is shown, not resolved
     assert display_path(loop) == str(loop)
     assert ck.checkpoint_name(ck.TINY_DIR) == "tiny-llama-3.2"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_by_name(small_ckpt, bad):
+    sd = torch.load(small_ckpt / "consolidated.00.pth", weights_only=True)
+    sd["layers.1.attention.wv.weight"][0, 0] = bad
+    torch.save(sd, small_ckpt / "consolidated.00.pth")
+    with pytest.raises(CheckpointError, match=r"layers.1.attention.wv.weight holds 1 NaN or infinite value\(s\)"):
+        load_checkpoint(small_ckpt)
+
+
+def test_large_finite_weights_are_not_mistaken_for_inf(small_cfg):
+    """The fast check sums a tensor; a sum can overflow although every value is finite."""
+    sd = random_state_dict(small_cfg)
+    sd["layers.0.feed_forward.w1.weight"] = torch.full_like(sd["layers.0.feed_forward.w1.weight"], 3e38)
+    validate_state_dict(sd, small_cfg)
+
+
+def test_empty_weights_file(small_ckpt):
+    (small_ckpt / "consolidated.00.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"consolidated.00.pth is empty \(0 bytes\)"):
+        load_checkpoint(small_ckpt)

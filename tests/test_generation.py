@@ -200,3 +200,89 @@ def test_compile_without_a_cpp_compiler_says_what_to_do():
     with torch._inductor.config.patch({"cpp.cxx": ("no-such-cxx",), "fx_graph_cache": False}):
         with pytest.raises(RuntimeError, match=r"InvalidCxxCompiler.*C\+\+ compiler.*without compile=True"):
             generate([1, 2, 3], sd, cfg, 4, compile=True)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 256])
+def test_prefill_in_chunks_equals_one_pass(chunk):
+    """Each chunk's queries see every key cached before them: same logits as the whole prompt at once."""
+    from helpers.generation import prefill
+
+    cfg = SHAPES["gqa-scaled"]
+    sd = random_state_dict(cfg, seed=31, std=0.15)
+    tokens = random_tokens(37, cfg.vocab_size, seed=32)
+    freqs = precompute_freqs_cis(cfg, 37)
+    rows = prefill(tokens, sd, cfg, freqs, KVCache(cfg, 37), chunk=chunk, all_rows=True)
+    torch.testing.assert_close(rows, forward(tokens, sd, cfg), rtol=0, atol=1e-5)
+    last = prefill(tokens, sd, cfg, freqs, KVCache(cfg, 37), chunk=chunk)
+    torch.testing.assert_close(last, rows[-1], rtol=0, atol=1e-5)
+
+
+def test_a_too_short_rope_table_is_an_error_not_rebuilt():
+    cfg = SHAPES["gqa-scaled"]
+    sd = random_state_dict(cfg)
+    with pytest.raises(ValueError, match="freqs_cis covers 4 positions, position 5 was asked for"):
+        forward(torch.tensor([1, 2, 3]), sd, cfg, precompute_freqs_cis(cfg, 4), start_pos=3)
+
+
+def test_nan_logits_cannot_be_sampled():
+    logits = torch.tensor([0.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match="the logits hold NaN"):
+        sample_next_token(logits, temperature=1.0, generator=torch.Generator().manual_seed(0))
+
+
+def test_memory_check_says_how_long_a_prompt_fits():
+    from helpers.generation import check_memory, memory_needed
+
+    cfg = llama_3_2_1b_config()
+    need = sum(memory_needed(cfg, 40_000, 0, torch.float32, all_logits=True).values())
+    with pytest.raises(MemoryError) as err:
+        check_memory(cfg, 40_000, 0, torch.float32, all_logits=True, available=need // 2)
+    fits = int(re.search(r"at most ([\d,]+) prompt tokens fit", str(err.value)).group(1).replace(",", ""))
+    assert sum(memory_needed(cfg, fits, 0, torch.float32, all_logits=True).values()) <= need // 2
+    assert sum(memory_needed(cfg, fits + 1, 0, torch.float32, all_logits=True).values()) > need // 2
+    assert "logits" in str(err.value) and "generate keeps one row" in str(err.value)
+    check_memory(cfg, fits, 0, torch.float32, all_logits=True, available=need // 2)  # the answer does fit
+
+
+PEAK_SCRIPT = """
+import re, sys, torch
+from helpers.checkpoint import random_state_dict
+from helpers.config import ModelConfig
+from helpers.generation import memory_needed, prefill
+from helpers.kv_cache import KVCache
+from helpers.rope import precompute_freqs_cis
+torch.set_num_threads(1)
+cfg = ModelConfig(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=512, multiple_of=64)
+sd = random_state_dict(cfg)
+n = int(sys.argv[1])
+tokens = torch.randint(0, 512, (n,), generator=torch.Generator().manual_seed(0))
+cache, freqs = KVCache(cfg, n), precompute_freqs_cis(cfg, n)
+def status(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current size
+before = status("VmRSS")
+with torch.inference_mode():
+    prefill(tokens, sd, cfg, freqs, cache)
+print(status("VmHWM") - before, sum(memory_needed(cfg, n).values()) - memory_needed(cfg, n)["KV cache"])
+"""
+
+
+def test_prefill_memory_grows_linearly_with_the_prompt():
+    """A whole-prompt attention holds heads x N x N scores (a 33k-token prompt asked for 34 GB);
+    the chunked prefill holds heads x chunk x N. Peak memory, measured in a fresh process
+    for two prompt lengths, stays within the estimate and grows ~4x for a 4x longer prompt."""
+    import subprocess
+    import sys
+
+    peaks, estimates = [], []
+    for n in (2048, 8192):
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, str(n)], capture_output=True, text=True, timeout=300, check=True
+        ).stdout.split()
+        peaks.append(int(out[0]))
+        estimates.append(int(out[1]))
+    whole_prompt_scores = 2 * 8 * 8192 * 8192 * 4  # two score tensors of one unchunked pass at N = 8192
+    for peak, estimate in zip(peaks, estimates, strict=True):
+        assert peak <= 1.2 * estimate + 32 * 2**20, (peaks, estimates)
+    assert estimates[1] < whole_prompt_scores / 10
+    assert peaks[1] < 8 * peaks[0], f"peak grew faster than linearly: {peaks}"

@@ -76,3 +76,22 @@ def test_out_of_range_ids_and_non_text(tokenizer):
         tokenizer.decode([5, 128256])
     with pytest.raises(TokenizerError, match="expected text"):
         tokenizer.encode(b"bytes")
+
+
+def test_empty_tokenizer_file(tmp_path):
+    (tmp_path / "tokenizer.model").write_text("")
+    with pytest.raises(TokenizerError, match=r"holds no tokens \(the file is empty\)"):
+        Tokenizer.load(tmp_path)
+
+
+def test_tokenizer_that_does_not_match_params_is_refused(tmp_path):
+    """A truncated tokenizer.model made <|begin_of_text|> id 1000 for a 128256-token model."""
+    import json
+
+    lines = packaged_tokenizer_path().read_text().splitlines()[:1000]
+    (tmp_path / "tokenizer.model").write_text("\n".join(lines) + "\n")
+    (tmp_path / "params.json").write_text(json.dumps({"vocab_size": 128256}))
+    with pytest.raises(TokenizerError, match="defines 1,256 token ids but params.json says vocab_size 128,256"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "params.json").write_text(json.dumps({"vocab_size": 1256}))
+    assert Tokenizer.load(tmp_path).bos_id == 1000  # consistent, if small: accepted

@@ -76,3 +76,20 @@ def test_run_book_names_the_failing_notebook(tmp_path, monkeypatch, capsys):
     assert "01_fine.ipynb" in out.out and "03_never" not in out.out
     assert "FAILED 02_broken.ipynb" in out.err and "boom" in out.err
     assert (tmp_path / "build" / "html" / "01_fine.html").is_file()
+
+
+def test_run_book_reports_an_interruption_as_such(tmp_path, monkeypatch, capsys):
+    """Ctrl-C used to surface as a bare AssertionError from the kernel client."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    nbformat.write(nb, tmp_path / "01_only.ipynb")
+    monkeypatch.setattr(book, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setattr(book, "BUILD_DIR", tmp_path / "build")
+
+    def interrupted(path, timeout=600):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(book, "execute", interrupted)
+    assert book.run_book() == 130
+    err = capsys.readouterr().err
+    assert "INTERRUPTED in 01_only.ipynb" in err and "AssertionError" not in err

@@ -96,3 +96,25 @@ def test_http_errors_become_instructions(monkeypatch, tmp_path):
         weights.download_weights(tmp_path, token="x")
     except weights.DownloadError as err:
         assert "accept the Llama 3.2 licence" in str(err) and "403" in str(err)
+
+
+def test_server_errors_are_named_not_called_unreachable(monkeypatch, tmp_path):
+    import httpx
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from helpers.tools import weights
+
+    for status, words in [(500, "a server error"), (429, "too many requests"), (503, "the service is unavailable")]:
+        response = httpx.Response(status, request=httpx.Request("GET", "https://huggingface.co/x"))
+
+        def fake(*a, _r=response, **k):
+            raise HfHubHTTPError(f"{_r.status_code} error", response=_r)
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+        try:
+            weights.download_weights(tmp_path, token="x")
+        except weights.DownloadError as err:
+            assert f"answered HTTP {status} ({words}" in str(err) and "could not reach" not in str(err)
+        else:
+            raise AssertionError("no error")
