@@ -9,7 +9,7 @@ TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
 OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
-.PHONY: run test lint lab notebooks weights tiny-model bench clean venv
+.PHONY: run test lint lab notebooks solutions weights tiny-model bench clean venv
 
 venv: $(STAMP)
 
@@ -30,13 +30,17 @@ lint: $(STAMP)
 	$(PY) -m ruff check helpers tests notebooks
 	$(PY) -m ruff format --check helpers tests notebooks
 
-## make lab: JupyterLab on notebooks/
+## make lab: JupyterLab on notebooks/ (as root, e.g. in a container, it passes --allow-root)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 ## make notebooks: re-execute the committed notebooks in place on the embedded checkpoint
 notebooks: $(STAMP)
 	$(OFFLINE) $(PY) -m helpers.tools.book notebooks
+
+## make solutions: run the exercise solutions (notebooks/solutions/) through their self-checks
+solutions: $(STAMP)
+	$(OFFLINE) $(PY) -m helpers.tools.solutions
 
 ## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)
 weights: $(STAMP)

@@ -1,14 +1,34 @@
-"""The exercise self-checks accept the right answer and reject a plausible wrong one."""
+"""The exercise self-checks: the solutions pass, a plausible wrong answer fails naming its case,
+and a stub that still raises NotImplementedError is reported as not written yet."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from helpers import check
 from helpers.attention import scaled_dot_product
-from helpers.feed_forward import feed_forward
-from helpers.rmsnorm import rms_norm
 from helpers.rope import apply_rotary_emb, scale_frequencies
-from helpers.sampling import top_k_filter, top_p_filter
+
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+
+
+def solutions() -> dict:
+    """check name -> the solution function, from every notebooks/solutions/NN_*.py."""
+    found = {}
+    for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.py")):
+        spec = importlib.util.spec_from_file_location(f"solutions_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for checker, fn in module.EXERCISES:
+            found[checker.__name__] = (checker, fn)
+    return found
 
 
 def wrong_rms_norm(x, w, eps):  # the write-up's formula: eps outside the square root
@@ -21,50 +41,105 @@ def no_mask_attention(q, k, v):
     return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v
 
 
-CASES = [
-    (check.rms_norm, rms_norm, wrong_rms_norm),
-    (check.embedding, lambda t, table: table[t], lambda t, table: table[t.clamp(max=2)]),
-    (check.causal_attention, scaled_dot_product, no_mask_attention),
-    (check.rope, lambda x, f: apply_rotary_emb(x, x, f)[0], lambda x, f: apply_rotary_emb(x, x, f.conj())[0]),
-    (check.rope_scaling, scale_frequencies, lambda f, s: f / s),
-    (check.feed_forward, feed_forward, lambda x, w1, w2, w3: (torch.relu(x @ w1.T) * (x @ w3.T)) @ w2.T),
-    (check.top_k, top_k_filter, lambda z, k: top_k_filter(z, k + 1) if k < 10 else z),
-    (check.top_p, top_p_filter, lambda z, p: z.masked_fill(torch.softmax(z, -1) < (1 - p) / 12, float("-inf"))),
-]
+def leftmost_first_bpe(word, ranks):  # merges the first mergeable pair instead of the lowest rank
+    parts = [bytes([b]) for b in word]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(parts) - 1):
+            if parts[i] + parts[i + 1] in ranks:
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+                merged = True
+                break
+    return [ranks[p] for p in parts]
 
 
-@pytest.mark.parametrize("checker, right, wrong", CASES, ids=[c[0].__name__ for c in CASES])
-def test_check_accepts_right_and_rejects_wrong(checker, right, wrong, capsys):
-    checker(right)
-    assert capsys.readouterr().out.startswith("✓")
-    with pytest.raises(AssertionError):
+def first_pair_merges(words, n):  # always merges the first pair of the first word, frequent or not
+    split, out = [list(w) for w in words], []
+    for _ in range(n):
+        w = next(w for w in split if len(w) > 1)
+        out.append((w[0], w[1]))
+        split = [check._merge(x, (w[0], w[1])) for x in split]
+    return out
+
+
+def wrong_per_head(x, wq, wk, wv, wo, h, g):  # every query head reads KV head h % G (interleaved)
+    n, d = x.shape
+    hd = d // h
+    mask = torch.full((n, n), float("-inf")).triu(1)
+    heads = []
+    for i in range(h):
+        j = i % g
+        q, k, v = x @ wq[i * hd : (i + 1) * hd].T, x @ wk[j * hd : (j + 1) * hd].T, x @ wv[j * hd : (j + 1) * hd].T
+        heads.append(torch.softmax(q @ k.T / math.sqrt(hd) + mask, -1) @ v)
+    return torch.cat(heads, -1) @ wo.T
+
+
+WRONG = {
+    "bpe": (leftmost_first_bpe, "' Ouagadougou': got"),
+    "bpe_merges": (first_pair_merges, "merge 2: 'low'+'e' occurs 2x, but e+r occurs 3x"),
+    "digit_chunks": (lambda s: [s[max(0, i - 3) : i] for i in range(len(s), 0, -3)][::-1], "'1234'"),
+    "embedding": (lambda t, table: table[t], "looked up by index"),
+    "nearest": (lambda table, t, k: torch.topk(table @ table[t], k).indices.tolist(), "case 0"),
+    "table_bytes": (lambda v, d, bits: v * d * bits, "at 16 bits"),
+    "rms_norm": (wrong_rms_norm, "eps 0.01"),
+    "eps_after_scaling": (lambda eps, c: eps, "eps 1e-05, scale c = 1000.0"),
+    "norm_parameters": (lambda sd: sum(t.numel() for t in sd.values() if t.ndim == 1) - 32, "2 layers"),
+    "causal_attention": (no_mask_attention, "H=4, G=4, N=5"),
+    "attention_parameters": (lambda d, h, g: 4 * d * d, "G=8"),
+    "per_head_attention": (wrong_per_head, "H=4, G=2"),
+    "rope": (lambda x, f: apply_rotary_emb(x, x, f.conj())[0], "N=6"),
+    "rope_scaling": (lambda f, s: f / s, "factor 8"),
+    "turn_angles": (lambda a, b: torch.atan2(b[1::2], b[0::2]) - torch.atan2(a[1::2], a[0::2]), "positions"),
+    "feed_forward": (lambda x, w1, w2, w3: (torch.relu(x @ w1.T) * (x @ w3.T)) @ w2.T, "N=3"),
+    "block": (lambda x, sd, layer, cfg, f: x, "layer 0"),
+    "block_parameters": (lambda cfg: {"attention": 4 * cfg.dim**2, "feed_forward": 0, "norms": 0}, "d=32"),
+    "skip_block": (lambda tokens, sd, cfg, skip: check.forward(tokens, sd, cfg), "block 0 skipped"),
+    "consecutive_cosines": (lambda s: torch.stack([F.cosine_similarity(a[0], b[0], 0) for a, b in zip(s, s[1:])]), "3"),
+    "lens_rank": (lambda s, sd, cfg, t: [0] * len(s), "token 3"),
+    "top_k": (lambda z, k: check.top_k_filter(z, k + 1) if k < 10 else z, "k=1"),
+    "top_p": (lambda z, p: z.masked_fill(torch.softmax(z, -1) < (1 - p) / 12, float("-inf")), "p="),
+    "probability_at_temperature": (lambda z, t, temp: float(torch.softmax(z / temp, -1)[t]), "T=1e-40"),
+    "prefill_in_chunks": (
+        lambda tokens, sd, cfg, c: check.forward(tokens[:c].repeat(len(tokens) // c + 1)[: len(tokens)], sd, cfg),
+        "chunks of 1",
+    ),
+    "cache_bytes": (lambda cfg, n, dtype: n * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2, "10 tokens"),
+    "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
+}
+
+
+def test_every_check_has_a_solution_and_a_wrong_answer():
+    names = {name for name, f in vars(check).items() if callable(f) and getattr(f, "__wrapped__", None)}
+    assert names == set(solutions()) == set(WRONG)
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_check_accepts_the_solution_and_rejects_a_wrong_answer(name, capsys):
+    checker, solution = solutions()[name]
+    assert checker(solution) is True
+    assert capsys.readouterr().out.startswith(f"✓ {name}: right on all")
+    wrong, case = WRONG[name]
+    with pytest.raises(AssertionError, match=re.escape(case)):
         checker(wrong)
 
 
-def test_bpe_check():
-    def right(word, ranks):
-        parts = [bytes([b]) for b in word]
-        while True:
-            pairs = [
-                (ranks.get(a + b, float("inf")), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
-            ]
-            if not pairs or min(pairs)[0] == float("inf"):
-                return [ranks[p] for p in parts]
-            _, i = min(pairs)
-            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_stub_is_reported_as_not_written(name, capsys):
+    checker, _ = solutions()[name]
 
-    def leftmost_first(word, ranks):  # merges the first mergeable pair instead of the lowest rank
-        parts = [bytes([b]) for b in word]
-        merged = True
-        while merged:
-            merged = False
-            for i in range(len(parts) - 1):
-                if parts[i] + parts[i + 1] in ranks:
-                    parts[i : i + 2] = [parts[i] + parts[i + 1]]
-                    merged = True
-                    break
-        return [ranks[p] for p in parts]
+    def stub(*args, **kwargs):
+        raise NotImplementedError
 
-    check.bpe(right)
-    with pytest.raises(AssertionError):
-        check.bpe(leftmost_first)
+    assert checker(stub) is False
+    assert capsys.readouterr().out.startswith(f"… {name}: not written yet")
+
+
+def test_the_printed_difference_is_measured_not_a_constant(capsys):
+    check.causal_attention(lambda q, k, v: scaled_dot_product(q, k, v) + 3e-6)
+    out = capsys.readouterr().out
+    assert re.search(r"max \|difference\| 3\.[01]e-06", out), out
+
+
+def test_rope_scaling_check_uses_the_book_function():
+    assert check.rope_scaling(scale_frequencies) is True

@@ -5,6 +5,8 @@ every layer's hidden state and the logits must agree within 2e-5 in float32 on
 prompts of 64 tokens or more.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import SHAPES, random_tokens
@@ -45,7 +47,7 @@ def test_rope_scaling_factor_is_visible_to_the_oracle():
     cfg32 = ModelConfig(
         dim=64, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=300, multiple_of=32, use_scaled_rope=True
     )
-    cfg8 = ModelConfig(**{**cfg32.__dict__, "rope_scale_factor": 8.0})
+    cfg8 = dataclasses.replace(cfg32, rope_scale_factor=8.0)
     sd = random_state_dict(cfg32, seed=5, std=0.15)
     tokens = random_tokens(64, cfg32.vocab_size, seed=6)
     with torch.no_grad():
@@ -107,7 +109,7 @@ def test_real_1b_widths_match_transformers():
     """Llama-3.2-1B's exact config (widths, heads, vocabulary, RoPE factor 32), cut to 2 blocks to fit CI."""
     from helpers.config import llama_3_2_1b_config
 
-    cfg = ModelConfig(**{**llama_3_2_1b_config().__dict__, "n_layers": 2})
+    cfg = dataclasses.replace(llama_3_2_1b_config(), n_layers=2)
     sd = random_state_dict(cfg, seed=41, std=0.02)
     tokens = random_tokens(64, cfg.vocab_size, seed=42)
     with torch.no_grad():

@@ -4,6 +4,8 @@ Meta's reference (llama-models 0.3.0) hard-codes RoPE scale factor 8 (the Llama 
 value), so these comparisons run our code with rope_scale_factor=8.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import SHAPES, random_tokens
@@ -26,7 +28,7 @@ def meta_transformer(ref, cfg: ModelConfig, sd: dict, max_seq_len: int):
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_logits_match_meta_reference(meta_reference, name):
-    cfg = ModelConfig(**{**SHAPES[name].__dict__, "rope_scale_factor": LLAMA_3_1_ROPE_FACTOR})
+    cfg = dataclasses.replace(SHAPES[name], rope_scale_factor=LLAMA_3_1_ROPE_FACTOR)
     sd = random_state_dict(cfg, seed=11, std=0.15)
     tokens = random_tokens(72, cfg.vocab_size, seed=12)
     model = meta_transformer(meta_reference, cfg, sd, max_seq_len=128)
@@ -46,7 +48,7 @@ def test_rope_frequencies_match_meta_reference(meta_reference):
 
 def test_cached_decoding_matches_meta_reference(meta_reference):
     """Prefill then one token at a time, both with their own caches."""
-    cfg = ModelConfig(**{**SHAPES["gqa-scaled"].__dict__, "rope_scale_factor": LLAMA_3_1_ROPE_FACTOR})
+    cfg = dataclasses.replace(SHAPES["gqa-scaled"], rope_scale_factor=LLAMA_3_1_ROPE_FACTOR)
     sd = random_state_dict(cfg, seed=13, std=0.15)
     tokens = random_tokens(70, cfg.vocab_size, seed=14)
     model = meta_transformer(meta_reference, cfg, sd, max_seq_len=128)
@@ -71,7 +73,7 @@ def test_embedded_checkpoint_and_1b_widths_match_meta_reference(meta_reference):
     theirs = meta_transformer(meta_reference, cfg, sd, max_seq_len=128)(tokens[None], start_pos=0)[0]
     assert (theirs - forward(tokens, sd, cfg)).abs().max().item() <= TOL
 
-    real = ModelConfig(**{**llama_3_2_1b_config(rope_scale_factor=8).__dict__, "n_layers": 2})
+    real = dataclasses.replace(llama_3_2_1b_config(rope_scale_factor=8), n_layers=2)
     sd = random_state_dict(real, seed=43, std=0.02)
     tokens = random_tokens(64, real.vocab_size, seed=44)
     theirs = meta_transformer(meta_reference, real, sd, max_seq_len=64)(tokens[None], start_pos=0)[0]
