@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ def bpe_merges(fn: Callable) -> tuple[float | None, int]:
             raise AssertionError(f"corpus {corpus}: {len(merges)} merges returned, 4 asked for")
         words = [list(w) for w in corpus]
         for step, pair in enumerate(merges):
-            counts = Counter(p for w in words for p in zip(w, w[1:], strict=False))
+            counts = Counter(p for w in words for p in pairwise(w))
             best = max(counts.values())
             if counts.get(tuple(pair), 0) != best:
                 tops = [f"{a}+{b}" for (a, b), c in counts.items() if c == best]
@@ -419,7 +420,7 @@ def consecutive_cosines(fn: Callable) -> tuple[float | None, int]:
     gen, worst = _gen(9), 0.0
     for n_layers, n, d in [(3, 4, 8), (6, 2, 16)]:
         states = [torch.randn(n, d, generator=gen) for _ in range(n_layers + 1)]
-        want = torch.stack([F.cosine_similarity(a[-1], b[-1], dim=0) for a, b in zip(states, states[1:], strict=False)])
+        want = torch.stack([F.cosine_similarity(a[-1], b[-1], dim=0) for a, b in pairwise(states)])
         worst = max(worst, compare(f"{n_layers} layers", torch.as_tensor(fn(states)), want))
     return worst, 2
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,7 @@ WRONG = {
     "block": (lambda x, sd, layer, cfg, f: x, "layer 0"),
     "block_parameters": (lambda cfg: {"attention": 4 * cfg.dim**2, "feed_forward": 0, "norms": 0}, "d=32"),
     "skip_block": (lambda tokens, sd, cfg, skip: check.forward(tokens, sd, cfg), "block 0 skipped"),
-    "consecutive_cosines": (lambda s: torch.stack([F.cosine_similarity(a[0], b[0], 0) for a, b in zip(s, s[1:])]), "3"),
+    "consecutive_cosines": (lambda s: torch.stack([F.cosine_similarity(a[0], b[0], 0) for a, b in pairwise(s)]), "3"),
     "lens_rank": (lambda s, sd, cfg, t: [0] * len(s), "token 3"),
     "top_k": (lambda z, k: check.top_k_filter(z, k + 1) if k < 10 else z, "k=1"),
     "top_p": (lambda z, p: z.masked_fill(torch.softmax(z, -1) < (1 - p) / 12, float("-inf")), "p="),

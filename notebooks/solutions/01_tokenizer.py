@@ -1,6 +1,7 @@
 """Chapter 01: byte-pair encoding."""
 
 from collections import Counter
+from itertools import pairwise
 
 from helpers import check
 
@@ -9,7 +10,7 @@ def my_bpe(word: bytes, ranks: dict[bytes, int]) -> list[int]:
     """Encode one pre-tokenized chunk: start from bytes, merge the lowest-rank adjacent pair until none merges."""
     parts = [bytes([b]) for b in word]
     while len(parts) > 1:
-        ranked = [(ranks.get(a + b), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        ranked = [(ranks.get(a + b), i) for i, (a, b) in enumerate(pairwise(parts))]
         ranked = [(r, i) for r, i in ranked if r is not None]
         if not ranked:
             break
@@ -23,7 +24,7 @@ def my_bpe_merges(words: list[str], n: int) -> list[tuple[str, str]]:
     split = [list(w) for w in words]
     merges = []
     for _ in range(n):
-        counts = Counter(p for w in split for p in zip(w, w[1:]))
+        counts = Counter(p for w in split for p in pairwise(w))
         pair = counts.most_common(1)[0][0]
         merges.append(pair)
         joined = []

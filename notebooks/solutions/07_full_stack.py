@@ -1,5 +1,7 @@
 """Chapter 07: the full stack."""
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 
@@ -16,7 +18,7 @@ def my_skip_block(tokens, sd, cfg, skip: int) -> torch.Tensor:
 
 
 def my_consecutive_cosines(states: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([F.cosine_similarity(a[-1], b[-1], dim=0) for a, b in zip(states, states[1:])])
+    return torch.stack([F.cosine_similarity(a[-1], b[-1], dim=0) for a, b in pairwise(states)])
 
 
 def my_lens_rank(states, sd, cfg, token_id: int) -> list[int]:
