@@ -21,7 +21,8 @@ import torch
 from .checkpoint import WEIGHTS_FILE, checkpoint_name
 from .files import REPO_ROOT, atomic_write, display_path
 
-ARTIFACTS_DIR = REPO_ROOT / "artifacts"
+# BOOK_ARTIFACTS moves them (the tests run a chapter "cold" in an empty folder)
+ARTIFACTS_DIR = Path(os.environ.get("BOOK_ARTIFACTS") or REPO_ROOT / "artifacts")
 _NAME = re.compile(r"^(\d\d)_[a-z0-9_]+$")
 _HASH_CACHE = ".content-hashes.json"
 

@@ -69,3 +69,106 @@ def token_labels(pieces: Sequence[str]) -> list[str]:
             p = {"<|begin_of_text|>": "<bos>", "<|end_of_text|>": "<eos>"}.get(p, p)
         out.append(p.replace(" ", "␣"))
     return out
+
+
+# The boxes of the pipeline schematic, left to right: key -> (label, in the repeated block?)
+_PIPELINE = [
+    ("text", "text", False),
+    ("tokens", "tokens", False),
+    ("embedding", "embedding", False),
+    ("norm1", "RMSNorm", True),
+    ("attention", "attention\nRoPE · GQA", True),
+    ("add1", "+", True),
+    ("norm2", "RMSNorm", True),
+    ("ffn", "SwiGLU\nFFN", True),
+    ("add2", "+", True),
+    ("final_norm", "RMSNorm", False),
+    ("lm_head", "LM head", False),
+    ("next", "next\ntoken", False),
+]
+
+
+def pipeline(cfg, n_tokens: int, highlight: Sequence[str] = (), notes: dict[str, str] | None = None, title: str = ""):
+    """Draw the model as a chain of boxes with the tensor shapes between them, for this config.
+
+    ``highlight``: keys of the boxes this chapter builds (text, tokens, embedding, norm1,
+    attention, add1, norm2, ffn, add2, final_norm, lm_head, next); ``notes``: a line of
+    text under a box (e.g. what a chapter changes there). Returns the figure.
+    """
+    notes = notes or {}
+    n, d, v = n_tokens, cfg.dim, cfg.vocab_size
+    shapes = {  # the tensor on the arrow leaving each box
+        "text": "",
+        "tokens": f"({n},)",
+        "embedding": f"({n}, {d})",
+        "norm1": f"({n}, {d})",
+        "attention": f"({n}, {d})",
+        "add1": f"({n}, {d})",
+        "norm2": f"({n}, {d})",
+        "ffn": f"({n}, {d})",
+        "add2": f"({n}, {d})",
+        "final_norm": f"({n}, {d})",
+        "lm_head": f"({n}, {v})",
+        "next": "",
+    }
+    under = {
+        "attention": f"Q ({n}, {cfg.n_heads}, {cfg.head_dim})\nK, V ({n}, {cfg.n_kv_heads}, {cfg.head_dim})",
+        "ffn": f"hidden ({n}, {cfg.ffn_hidden_dim})",
+        "lm_head": "tied to the\nembedding",
+    } | notes
+    fig, ax = plt.subplots(figsize=(12, 2.5))
+    width, gap, y = 0.74, 0.62, 0.0
+    xs = [i * (width + gap) for i in range(len(_PIPELINE))]
+    block = [x for x, (_, _, inside) in zip(xs, _PIPELINE, strict=True) if inside]
+    ax.add_patch(
+        plt.Rectangle(
+            (block[0] - 0.18, -0.95), block[-1] - block[0] + width + 0.36, 2.1, fill=False, ls="--", lw=1, ec="0.45"
+        )
+    )
+    ax.text(
+        block[-1] + width + 0.1, -0.9, f"× L = {cfg.n_layers} blocks", fontsize=8, color="0.35", ha="right", va="bottom"
+    )
+    for x, (key, label, _) in zip(xs, _PIPELINE, strict=True):
+        on = key in highlight
+        small = label == "+"
+        box_w = 0.36 if small else width
+        left = x + (width - box_w) / 2
+        ax.add_patch(
+            plt.Rectangle(
+                (left, y - 0.3),
+                box_w,
+                0.6,
+                color="#f4a261" if on else "#e9ecef",
+                ec="#9c4a0f" if on else "0.6",
+                lw=1.4 if on else 0.8,
+            )
+        )
+        ax.text(
+            x + width / 2,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=9 if small else 7.5,
+            weight="bold" if on else None,
+        )
+        if key in under:
+            ax.text(x + width / 2, y - 0.42, under[key], ha="center", va="top", fontsize=6.2, color="0.25")
+    for (x0, (key, _, _)), x1 in zip(zip(xs, _PIPELINE, strict=True), xs[1:], strict=False):
+        ax.annotate("", xy=(x1, y), xytext=(x0 + width, y), arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.3"})
+        if shapes[key]:
+            ax.text((x0 + width + x1) / 2, y + 0.36, shapes[key], ha="center", va="bottom", fontsize=6.2, color="0.2")
+    for start, plus in (("norm1", "add1"), ("norm2", "add2")):  # the residual connections skip each sub-layer
+        i, j = (
+            next(k for k, p in enumerate(_PIPELINE) if p[0] == start),
+            next(k for k, p in enumerate(_PIPELINE) if p[0] == plus),
+        )
+        x0, x1 = xs[i] - gap / 2, xs[j] + width / 2
+        ax.plot([x0, x0, x1, x1], [y, y + 0.78, y + 0.78, y + 0.3], color="#2a9d8f", lw=1)
+    ax.text(xs[3], y + 0.84, "residual stream", fontsize=6.2, color="#2a9d8f")
+    ax.set_xlim(-0.2, xs[-1] + width + 0.2)
+    ax.set_ylim(-1.05, 1.15)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    return fig

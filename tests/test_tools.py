@@ -75,7 +75,10 @@ def test_run_book_names_the_failing_notebook(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert "01_fine.ipynb" in out.out and "03_never" not in out.out
     assert "FAILED 02_broken.ipynb" in out.err and "boom" in out.err
-    assert (tmp_path / "build" / "html" / "01_fine.html").is_file()
+    html = (tmp_path / "build" / "html" / "01_fine.html").read_text()
+    # equations render offline: MathJax is loaded from the copy beside the page, no CDN
+    assert 'src="mathjax/MathJax.js?config=' in html and 'src="http' not in html
+    assert (tmp_path / "build" / "html" / "mathjax" / "MathJax.js").is_file()
 
 
 def test_run_book_reports_an_interruption_as_such(tmp_path, monkeypatch, capsys):

@@ -20,7 +20,20 @@ from ..files import REPO_ROOT, display_path
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BUILD_DIR = REPO_ROOT / "build"
-PROMPT = "The capital of France is"
+# MathJax 2.7 from the jupyter-server-mathjax package, copied next to the HTML: no CDN, no network.
+MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
+def copy_mathjax(out_html: Path) -> Path:
+    """MathJax's files into out_html/mathjax/ (once), so the pages render math offline."""
+    import shutil
+
+    import jupyter_server_mathjax
+
+    target = out_html / "mathjax"
+    if not (target / "MathJax.js").is_file():
+        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", target, dirs_exist_ok=True)
+    return target
 
 
 def notebooks() -> list[Path]:
@@ -54,13 +67,15 @@ def continuation(max_new_tokens: int = 24) -> str:
     import torch
 
     from ..generation import generate
+    from ..stages import book_prompt
     from ..tokenizer import Tokenizer
 
     ckpt = resolve_checkpoint_dir()
     cfg, sd = load_checkpoint(ckpt, dtype=torch.float32)
     tok = Tokenizer.load(ckpt)
-    new = generate(tok.encode(PROMPT), sd, cfg, max_new_tokens, stop_ids=tok.stop_ids)
-    return PROMPT + tok.decode([t for t in new if t not in tok.stop_ids])
+    prompt = book_prompt()
+    new = generate(tok.encode(prompt), sd, cfg, max_new_tokens, stop_ids=tok.stop_ids)
+    return prompt + tok.decode([t for t in new if t not in tok.stop_ids])
 
 
 def run_book(in_place: bool = False) -> int:
@@ -74,6 +89,7 @@ def run_book(in_place: bool = False) -> int:
     if not in_place:
         out_nb.mkdir(parents=True, exist_ok=True)
         out_html.mkdir(parents=True, exist_ok=True)
+        copy_mathjax(out_html)
     total = 0.0
     for path in paths:
         start = time.perf_counter()
@@ -95,7 +111,8 @@ def run_book(in_place: bool = False) -> int:
             nbformat.write(nb, path)
         else:
             nbformat.write(nb, out_nb / path.name)
-            html, _ = HTMLExporter().from_notebook_node(nb)
+            # no script from the network: MathJax is local, require.js (for widgets) is not needed
+            html, _ = HTMLExporter(mathjax_url=MATHJAX_URL, require_js_url="").from_notebook_node(nb)
             (out_html / path.with_suffix(".html").name).write_text(html)
         print(f"  {path.name:<32} {seconds:6.1f} s")
     print(
