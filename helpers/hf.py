@@ -9,6 +9,8 @@ each head turns one layout into the other, so both give the same attention.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .config import ModelConfig
@@ -32,7 +34,7 @@ KEY_MAP = {
 def permute_for_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Reorder the rows of wq or wk within each head: interleaved pairs -> rotate-half pairs.
 
-    Row 2i of a head moves to i and row 2i+1 to i + head_dim/2. (n_heads*hd, d) -> same shape.
+    Row 2k of a head moves to k and row 2k+1 to k + head_dim/2. (n_heads*hd, d) -> same shape.
     """
     rows, d = w.shape
     hd = rows // n_heads
@@ -44,6 +46,15 @@ def unpermute_from_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     rows, d = w.shape
     hd = rows // n_heads
     return w.view(n_heads, 2, hd // 2, d).transpose(1, 2).reshape(rows, d)
+
+
+def transformers_module():
+    """``import transformers``, quietly: it imports tqdm.auto, which warns on stderr in a
+    notebook without ipywidgets ("IProgress not found") -- noise, silenced where it starts."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import transformers
+    return transformers
 
 
 def hf_key(meta_key: str) -> str:
@@ -68,7 +79,7 @@ def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
 
 def hf_config(cfg: ModelConfig, dtype: torch.dtype = torch.float32):
     """A ``transformers.LlamaConfig`` describing the same model (tied embeddings)."""
-    from transformers import LlamaConfig
+    LlamaConfig = transformers_module().LlamaConfig
 
     rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.use_scaled_rope:
@@ -101,7 +112,7 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype = torch.float32):
 
 def hf_model(sd: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype = torch.float32):
     """``LlamaForCausalLM`` holding these weights, built offline (no hub), in eval mode."""
-    from transformers import LlamaForCausalLM
+    LlamaForCausalLM = transformers_module().LlamaForCausalLM
 
     hf_cfg = hf_config(cfg, dtype)
     with torch.device("meta"):

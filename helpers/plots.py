@@ -88,12 +88,15 @@ _PIPELINE = [
 ]
 
 
-def pipeline(cfg, n_tokens: int, highlight: Sequence[str] = (), notes: dict[str, str] | None = None, title: str = ""):
+def pipeline(
+    cfg, n_tokens: int | str, highlight: Sequence[str] = (), notes: dict[str, str] | None = None, title: str = ""
+):
     """Draw the model as a chain of boxes with the tensor shapes between them, for this config.
 
     ``highlight``: keys of the boxes this chapter builds (text, tokens, embedding, norm1,
     attention, add1, norm2, ffn, add2, final_norm, lm_head, next); ``notes``: a line of
-    text under a box (e.g. what a chapter changes there). Returns the figure.
+    text under a box (e.g. what a chapter changes there). ``n_tokens`` may be a symbol ("N").
+    Returns the figure.
     """
     notes = notes or {}
     n, d, v = n_tokens, cfg.dim, cfg.vocab_size

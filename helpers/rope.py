@@ -15,7 +15,7 @@ from .config import ModelConfig
 
 
 def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
-    """freq_i = theta^(-2i/head_dim) for i = 0 .. head_dim/2 - 1, in radians per position. -> (head_dim/2,)"""
+    """Theta_k = theta^(-2k/head_dim) for pairs k = 0 .. head_dim/2 - 1, in radians per position. -> (head_dim/2,)"""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
 
 
@@ -43,7 +43,7 @@ def scale_frequencies(
 
 
 def precompute_freqs_cis(cfg: ModelConfig, end: int) -> torch.Tensor:
-    """e^(i * m * freq_j) for positions m = 0 .. end-1. -> complex64 (end, head_dim/2)"""
+    """e^(j * i * Theta_k) (j = sqrt(-1)) for positions i = 0 .. end-1 and pairs k. -> complex64 (end, head_dim/2)"""
     freqs = rope_frequencies(cfg.head_dim, cfg.rope_theta)
     if cfg.use_scaled_rope:
         freqs = scale_frequencies(

@@ -127,7 +127,7 @@ class Tokenizer:
         exactly that many ids: a foreign or truncated tokenizer.model is refused.
         """
         tok = cls(tokenizer_path(ckpt_dir))
-        vocab_size = _params_vocab_size(ckpt_dir)
+        vocab_size = params_vocab_size(ckpt_dir)
         if vocab_size is not None and vocab_size != tok.n_words:
             raise TokenizerError(
                 f"{display_path(tok.path)} defines {tok.n_words:,} token ids but params.json says vocab_size {vocab_size:,}: "
@@ -160,7 +160,7 @@ class Tokenizer:
         return [self.piece(i) for i in ids]
 
 
-def _params_vocab_size(ckpt_dir: str | Path | None) -> int | None:
+def params_vocab_size(ckpt_dir: str | Path | None) -> int | None:
     """vocab_size from a checkpoint's params.json, or None (no directory, no file, unreadable:
     loading the checkpoint reports those)."""
     if ckpt_dir is None:

@@ -133,7 +133,7 @@ def train_loop(
     gradients clipped to a global norm of ``clip``. ``progress``: a label for a
     progress bar, or None for none.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in a notebook
 
     names = list(params)
     groups = [

@@ -231,7 +231,7 @@ def test_nan_logits_cannot_be_sampled():
 
 
 def test_memory_check_says_how_long_a_prompt_fits():
-    from helpers.generation import check_memory, memory_needed
+    from helpers.memory import check_memory, memory_needed
 
     cfg = llama_3_2_1b_config()
     need = sum(memory_needed(cfg, 40_000, 0, torch.float32, all_logits=True).values())
@@ -248,7 +248,8 @@ PEAK_SCRIPT = """
 import re, sys, torch
 from helpers.checkpoint import random_state_dict
 from helpers.config import ModelConfig
-from helpers.generation import memory_needed, prefill
+from helpers.generation import prefill
+from helpers.memory import memory_needed
 from helpers.kv_cache import KVCache
 from helpers.rope import precompute_freqs_cis
 torch.set_num_threads(1)

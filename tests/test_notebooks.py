@@ -1,11 +1,12 @@
-"""The committed notebooks: functions shown on screen equal their helpers, outputs are clean and complete.
-
-(nbval, run by `make test`, re-executes every notebook and compares its outputs.)
+"""The committed notebooks: code on screen equals its helpers, outputs are clean and complete,
+every chapter follows the template, exercises ship unsolved with a check each, and a chapter
+opened cold runs. (nbval, run by `make test`, re-executes every notebook and compares outputs.)
 """
 
 import ast
 import importlib
 import json
+import os
 import pkgutil
 import re
 from pathlib import Path
@@ -27,17 +28,38 @@ EXPECTED = [
     "08_lm_head_sampling",
     "09_kv_cache",
 ]
+# Modules whose functions and classes are concepts the chapters teach: a chapter that imports
+# one of them relies on a definition some chapter shows on screen.
+CONCEPT_MODULES = {
+    "tokenizer",
+    "rmsnorm",
+    "linear",
+    "attention",
+    "rope",
+    "feed_forward",
+    "model",
+    "sampling",
+    "generation",
+    "kv_cache",
+    "hf",
+    "quantize",
+    "moe",
+    "corpus",
+    "train",
+}
 
 
-def helper_functions() -> dict[str, list[ast.FunctionDef]]:
-    """Every top-level function and class of every helpers module, by name (a name may occur twice)."""
+def helper_definitions() -> dict[str, list[tuple[str, ast.AST]]]:
+    """Every top-level function and class of every helpers module, by name: [(module, node)]."""
     out: dict[str, list] = {}
     for info in pkgutil.iter_modules(helpers.__path__):
+        if info.ispkg:
+            continue
         module = importlib.import_module(f"helpers.{info.name}")
         tree = ast.parse(Path(module.__file__).read_text())
         for node in tree.body:
             if isinstance(node, ast.FunctionDef | ast.ClassDef):
-                out.setdefault(node.name, []).append(node)
+                out.setdefault(node.name, []).append((info.name, node))
     return out
 
 
@@ -59,21 +81,51 @@ def code_cells(path):
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
 
+def parse(cell) -> ast.Module:
+    source = "".join(cell["source"])
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.startswith(("%", "!"))))
+
+
+def shown(path) -> set[str]:
+    """Names of the helpers' functions and classes that a chapter defines on screen."""
+    library = helper_definitions()
+    return {
+        node.name
+        for cell in code_cells(path)
+        for node in parse(cell).body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in library
+    }
+
+
 def test_all_chapters_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_functions_on_screen_equal_their_helpers(path):
-    library = helper_functions()
+def test_code_on_screen_equals_its_helpers(path):
+    """A function or class a chapter shows with a helper's name is that helper, line for line."""
+    library = helper_definitions()
     for cell in code_cells(path):
-        source = "".join(cell["source"])
-        tree = ast.parse("\n".join(line for line in source.splitlines() if not line.startswith(("%", "!"))))
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name in library:
-                assert strip_docstrings(node) in [strip_docstrings(h) for h in library[node.name]], (
+        for node in parse(cell).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in library:
+                assert strip_docstrings(node) in [strip_docstrings(h) for _, h in library[node.name]], (
                     f"{path.name} defines {node.name} differently from helpers: keep them identical"
                 )
+
+
+def test_every_concept_a_chapter_imports_is_shown_in_a_chapter():
+    library = helper_definitions()
+    on_screen = set().union(*(shown(p) for p in NOTEBOOKS))
+    missing = []
+    for path in NOTEBOOKS:
+        for cell in code_cells(path):
+            for node in ast.walk(parse(cell)):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("helpers"):
+                    for alias in node.names:
+                        modules = {m for m, _ in library.get(alias.name, [])}
+                        if modules & CONCEPT_MODULES and alias.name not in on_screen:
+                            missing.append(f"{path.stem} imports {alias.name}")
+    assert not missing, f"never shown in any chapter: {missing}"
 
 
 BAD = re.compile(r"(/root/|/home/|/Users/|/tmp/|/work/|hf_[A-Za-z0-9]{20,}|Traceback|Warning|WARNING)")
@@ -83,6 +135,7 @@ BAD = re.compile(r"(/root/|/home/|/Users/|/tmp/|/work/|hf_[A-Za-z0-9]{20,}|Trace
 def test_outputs_are_committed_and_clean(path):
     for i, cell in enumerate(code_cells(path)):
         assert cell["execution_count"] is not None, f"{path.name} cell {i} was not executed: run `make notebooks`"
+        assert cell["outputs"], f"{path.name} cell {i} shows nothing: a cell should show what it did"
         for out in cell["outputs"]:
             assert out["output_type"] != "error", f"{path.name} cell {i} has an error output"
             assert out.get("name") != "stderr", (
@@ -90,17 +143,103 @@ def test_outputs_are_committed_and_clean(path):
             )
             text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
             assert not BAD.search(text), f"{path.name} cell {i} shows {BAD.search(text).group(0)!r}"
+            assert "rebuilt with helpers" not in text, (
+                f"{path.name} cell {i}: committed outputs come from `make notebooks`"
+            )
+
+
+def sections(path) -> dict[str, list[dict]]:
+    """Cells grouped under each '## ' heading."""
+    nb = json.loads(path.read_text())
+    out, current = {}, "top"
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            for line in source.splitlines():
+                if line.startswith("## "):
+                    current = line[3:].strip()
+        out.setdefault(current, []).append(cell)
+    return out
+
+
+def outputs_text(cells) -> str:
+    return "".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        for c in cells
+        if c["cell_type"] == "code"
+        for o in c["outputs"]
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_template(path):
-    nb = json.loads(path.read_text())
-    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-    for heading in ("## Setup", "## With Meta's weights", "## Recap", "## Try it yourself"):
-        assert heading in markdown, f"{path.name} lacks '{heading}'"
+    parts = sections(path)
+    for heading in ("Setup", "Check", "With Meta's weights", "Recap", "Try it yourself"):
+        assert any(h.startswith(heading) for h in parts), f"{path.name} lacks a '## {heading}' section"
+    setup = next(cells for h, cells in parts.items() if h.startswith("Setup"))
+    setup_code = "\n".join("".join(c["source"]) for c in setup if c["cell_type"] == "code")
+    assert "resolve_checkpoint_dir()" in setup_code and "book_prompt()" in setup_code
+    assert "checkpoint:" in outputs_text(setup), f"{path.name}: the setup prints the checkpoint"
+    top = "\n".join("".join(c["source"]) for c in parts["top"] + setup)
+    assert "pipeline(" in top, f"{path.name}: the map at the top draws the pipeline schematic"
+    check = next(cells for h, cells in parts.items() if h.startswith("Check"))
+    assert "✓" in outputs_text(check), f"{path.name}: the Check section prints a ✓ line from a real comparison"
     code = "\n".join("".join(c["source"]) for c in code_cells(path))
-    assert "resolve_checkpoint_dir()" in code and "checkpoint:" in code
-    assert "✓" in code, "a chapter checks its result against an independent computation"
-    assert "plt.show()" in code, "a chapter has at least one figure"
-    if path.stem != "09_kv_cache":
-        assert "save_artifact(" in code
+    assert code.count("plt.show()") >= 2, f"{path.name}: a chapter has the schematic and at least one figure"
+    recap = "\n".join("".join(c["source"]) for h, cells in parts.items() if h.startswith("Recap") for c in cells)
+    assert "Sources" in recap, f"{path.name}: the recap names its sources"
+
+
+def solution_checks(stem: str) -> list[str]:
+    import importlib.util
+
+    path = ROOT / "notebooks" / "solutions" / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"solutions_{stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [checker.__name__ for checker, _ in module.EXERCISES]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_ship_unsolved_with_a_check_each(path):
+    """Every stub raises NotImplementedError, the committed output says so, and the chapter calls
+    exactly the checks its solutions file passes."""
+    cells = next(cells for h, cells in sections(path).items() if h.startswith("Try it yourself"))
+    called = []
+    for cell in (c for c in cells if c["cell_type"] == "code"):
+        tree = parse(cell)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                raises = [n for n in ast.walk(node) if isinstance(n, ast.Raise)]
+                assert raises and all("NotImplementedError" in ast.unparse(r) for r in raises), (
+                    f"{path.name}: the stub {node.name} must only raise NotImplementedError"
+                )
+        called += re.findall(r"check\.(\w+)\(", "".join(cell["source"]))
+        text = outputs_text([cell])
+        assert text.count("not written yet") == len(re.findall(r"check\.\w+\(", "".join(cell["source"]))), (
+            f"{path.name}: the committed output shows the check reporting the unsolved stub"
+        )
+        assert "✓" not in text
+    assert called == solution_checks(path.stem)
+
+
+def test_a_chapter_opened_cold_runs(tmp_path):
+    """Chapter 06 with no artifacts at all (a fresh clone, opened alone): Run All succeeds and
+    says in one line what it rebuilt."""
+    import nbformat
+
+    from helpers.tools.book import execute
+
+    env = {"BOOK_ARTIFACTS": str(tmp_path / "artifacts")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nb = execute(ROOT / "notebooks" / "06_one_layer.ipynb")
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    setup = next(c for c in nb.cells if c.cell_type == "code" and "load_stage(" in c.source)
+    lines = [line for line in outputs_text([setup]).splitlines() if "rebuilt with helpers" in line]
+    assert lines and all("does not exist" in line for line in lines)
+    assert (tmp_path / "artifacts" / "tiny-llama-3.2" / "06_one_layer.pt").is_file()
+    assert isinstance(nb, nbformat.NotebookNode)

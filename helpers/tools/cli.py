@@ -20,8 +20,9 @@ from ..artifacts import ArtifactError
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_dir
 from ..config import ConfigError, ModelConfig
 from ..files import atomic_write, check_writable_target, display_path
-from ..generation import check_memory, check_prompt, generate, generate_uncached, prefill
+from ..generation import check_prompt, generate, generate_uncached, prefill
 from ..kv_cache import KVCache
+from ..memory import check_memory
 from ..rope import precompute_freqs_cis
 from ..sampling import check_sampling_args
 from ..tokenizer import Tokenizer, TokenizerError

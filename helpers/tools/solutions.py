@@ -20,10 +20,10 @@ def main() -> int:
         for checker, solution in module.EXERCISES:
             print("  ", end="")
             try:
-                if checker(solution) is not True:
-                    failed.append(f"{path.stem}: {solution.__name__}")
-            except AssertionError as err:
-                print(f"✗ {checker.__name__}: {err}")
+                checker.__wrapped__(solution)  # raises if wrong or not written
+                checker(solution)
+            except (AssertionError, NotImplementedError) as err:
+                print(f"✗ {checker.__name__}: {type(err).__name__} {err}")
                 failed.append(f"{path.stem}: {solution.__name__}")
     if failed:
         print(f"{len(failed)} solution(s) failed: {', '.join(failed)}", file=sys.stderr)
