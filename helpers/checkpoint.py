@@ -9,6 +9,8 @@ plain tensors are accepted, nothing in the file is executed.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import pickle
 from pathlib import Path
@@ -22,6 +24,7 @@ MODELS_DIR = REPO_ROOT / "models"
 REAL_1B_DIR = MODELS_DIR / "Llama-3.2-1B" / "original"
 TINY_DIR = MODELS_DIR / "tiny-llama-3.2" / "original"
 WEIGHTS_FILE = "consolidated.00.pth"
+TOKENIZER_FILE = "tokenizer.model"
 ENV_VAR = "LLAMA_CHECKPOINT"
 
 
@@ -253,3 +256,33 @@ def random_state_dict(cfg: ModelConfig, seed: int = 0, std: float = 0.02) -> dic
             sd[key] = std * torch.randn(shape, generator=gen)
     sd["output.weight"] = sd["tok_embeddings.weight"]
     return sd
+
+
+def packaged_tokenizer_path() -> Path:
+    """The Llama 3 ``tokenizer.model`` shipped inside Meta's ``llama-models`` package."""
+    spec = importlib.util.find_spec("llama_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            "no tokenizer.model in the checkpoint directory and the llama-models package is not "
+            "installed: run `make test` or `pip install -r requirements.txt` to get it"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "llama3" / TOKENIZER_FILE
+
+
+def tokenizer_path(ckpt_dir: str | Path | None = None) -> Path:
+    """The checkpoint's own tokenizer.model if it has one, else the packaged Llama 3 file."""
+    if ckpt_dir is not None and (Path(ckpt_dir) / TOKENIZER_FILE).is_file():
+        return Path(ckpt_dir) / TOKENIZER_FILE
+    return packaged_tokenizer_path()
+
+
+def params_vocab_size(ckpt_dir: str | Path | None) -> int | None:
+    """vocab_size from a checkpoint's params.json, or None (no directory, no file, unreadable:
+    loading the checkpoint reports those)."""
+    if ckpt_dir is None:
+        return None
+    try:
+        value = json.loads((Path(ckpt_dir) / "params.json").read_text()).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

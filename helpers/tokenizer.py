@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
-import json
 from pathlib import Path
+from typing import Self
 
 import tiktoken
 
+from .checkpoint import params_vocab_size, tokenizer_path
 from .files import display_path
 
 # Pre-tokenization: text is first split into pieces with this regular expression;
@@ -41,29 +41,10 @@ _NAMED_SPECIAL = [
 SPECIAL_TOKENS = _NAMED_SPECIAL + [
     f"<|reserved_special_token_{i}|>" for i in range(2, 2 + NUM_SPECIAL_TOKENS - len(_NAMED_SPECIAL))
 ]
-TOKENIZER_FILE = "tokenizer.model"
 
 
 class TokenizerError(ValueError):
     """tokenizer.model is missing or malformed, or the input cannot be encoded."""
-
-
-def packaged_tokenizer_path() -> Path:
-    """The Llama 3 ``tokenizer.model`` shipped inside Meta's ``llama-models`` package."""
-    spec = importlib.util.find_spec("llama_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise TokenizerError(
-            "no tokenizer.model in the checkpoint directory and the llama-models package is not "
-            "installed: run `make test` or `pip install -r requirements.txt` to get it"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "llama3" / TOKENIZER_FILE
-
-
-def tokenizer_path(ckpt_dir: str | Path | None = None) -> Path:
-    """The checkpoint's own tokenizer.model if it has one, else the packaged Llama 3 file."""
-    if ckpt_dir is not None and (Path(ckpt_dir) / TOKENIZER_FILE).is_file():
-        return Path(ckpt_dir) / TOKENIZER_FILE
-    return packaged_tokenizer_path()
 
 
 def load_ranks(path: str | Path) -> dict[bytes, int]:
@@ -120,7 +101,7 @@ class Tokenizer:
         self.stop_ids = (self.eos_id, self.special_tokens["<|eom_id|>"], self.eot_id)
 
     @classmethod
-    def load(cls, ckpt_dir: str | Path | None = None) -> Tokenizer:
+    def load(cls, ckpt_dir: str | Path | None = None) -> Self:
         """The tokenizer for a checkpoint directory (its own file, else the packaged one).
 
         If the directory's params.json gives a vocab_size, the tokenizer must define
@@ -158,15 +139,3 @@ class Tokenizer:
     def pieces(self, ids) -> list[str]:
         """Each token of ``ids`` as its own string, e.g. ['<|begin_of_text|>', 'The', ' capital', ...]."""
         return [self.piece(i) for i in ids]
-
-
-def params_vocab_size(ckpt_dir: str | Path | None) -> int | None:
-    """vocab_size from a checkpoint's params.json, or None (no directory, no file, unreadable:
-    loading the checkpoint reports those)."""
-    if ckpt_dir is None:
-        return None
-    try:
-        value = json.loads((Path(ckpt_dir) / "params.json").read_text()).get("vocab_size")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

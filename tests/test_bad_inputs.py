@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.checkpoint import random_state_dict, save_checkpoint
+from helpers.checkpoint import packaged_tokenizer_path, random_state_dict, save_checkpoint
 from helpers.config import ModelConfig
-from helpers.tokenizer import packaged_tokenizer_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.tokenizer import PATTERN, SPECIAL_TOKENS, Tokenizer, TokenizerError, packaged_tokenizer_path
+from helpers.checkpoint import packaged_tokenizer_path
+from helpers.tokenizer import PATTERN, SPECIAL_TOKENS, Tokenizer, TokenizerError
 
 
 @pytest.fixture(scope="module")
