@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 
 from .config import ModelConfig
 from .corpus import Country
 from .generation import generate
+from .model import forward
 from .tokenizer import Tokenizer
 
 CAPITAL = ("The capital of {c.name} is", "{c.capital}")
@@ -20,15 +23,28 @@ def fact_accuracy(
     prompt: str = CAPITAL[0],
     answer: str = CAPITAL[1],
 ) -> tuple[float, list[tuple[str, str, str]]]:
-    """Share of countries for which greedy decoding of ``prompt.format(c=country)`` starts with
+    """Share of countries for which greedy decoding of ``prompt.format(c=country)`` produces
     exactly the tokens of ``" " + answer.format(c=country)``; by default, the capital.
 
-    Returns (accuracy, [(country, expected, got) for each miss]).
+    Greedy decoding produces the answer if and only if, fed the answer so far, the model's
+    top token is the answer's next token at every step (teacher forcing). So one forward
+    pass over prompt + answer decides it; prompts of equal length run as one batch.
+    Returns (accuracy, [(country, expected, greedy continuation) for each miss]).
     """
-    misses = []
+    by_length = defaultdict(list)
     for c in countries:
-        want = tok.encode(" " + answer.format(c=c), bos=False)
-        got = generate(tok.encode(prompt.format(c=c)), sd, cfg, len(want), stop_ids=tok.stop_ids)
-        if got != want:
-            misses.append((c.name, answer.format(c=c), tok.decode([t for t in got if t not in tok.stop_ids])))
+        ids, want = tok.encode(prompt.format(c=c)), tok.encode(" " + answer.format(c=c), bos=False)
+        by_length[len(ids) + len(want)].append((c, ids, want))
+    wrong = []
+    with torch.inference_mode():
+        for group in by_length.values():
+            batch = torch.tensor([ids + want for _, ids, want in group])[:, :-1]
+            top = forward(batch, sd, cfg).argmax(-1)  # (B, N-1): the model's choice after each prefix
+            for row, (c, ids, want) in enumerate(group):
+                if top[row, len(ids) - 1 :].tolist() != want:
+                    wrong.append((c, ids, want))
+    misses = []
+    for c, ids, want in sorted(wrong, key=lambda item: item[0].name):
+        got = generate(ids, sd, cfg, len(want), stop_ids=tok.stop_ids)  # what it says instead
+        misses.append((c.name, answer.format(c=c), tok.decode([t for t in got if t not in tok.stop_ids])))
     return 1 - len(misses) / len(countries), misses

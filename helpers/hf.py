@@ -122,3 +122,34 @@ def hf_model(sd: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype =
     model.tie_weights()
     model.model.rotary_emb = type(model.model.rotary_emb)(config=hf_cfg)  # buffers were on meta
     return model.eval()
+
+
+def hf_model_4bit(sd: dict[str, torch.Tensor], cfg: ModelConfig, fused_bf16: bool = False):
+    """``LlamaForCausalLM`` with bitsandbytes' ``Linear4bit`` (NF4, blocks of 64) in place of the
+    seven projections of every block, as ``BitsAndBytesConfig(load_in_4bit=True)`` builds it.
+
+    The float32 model is written to a temporary directory and read back through
+    ``from_pretrained(quantization_config=...)``, the path the blog in the book's sources
+    used on a GPU; bitsandbytes 0.50 runs it on a CPU too. Offline; returns it in eval mode.
+    On CPUs with AVX-512 BF16, bitsandbytes computes ``Linear4bit`` in bfloat16 with a fused
+    kernel; unless ``fused_bf16``, that path is switched off so that the products run in
+    float32 and can be compared with the book's to float32 precision.
+    """
+    import tempfile
+
+    from .quantize import bitsandbytes_module
+
+    bitsandbytes_module()  # imported quietly before transformers imports it
+    transformers = transformers_module()
+    transformers.utils.logging.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_model(sd, cfg).save_pretrained(tmp)
+        config = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+        model = transformers.AutoModelForCausalLM.from_pretrained(tmp, quantization_config=config)
+    if not fused_bf16:
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+    return model.eval()

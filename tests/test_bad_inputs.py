@@ -113,6 +113,11 @@ CASES = [
         "--top-k only applies when sampling",
     ),
     (
+        "an unknown quantization scheme",
+        lambda t: ["generate", "--prompt", PROMPT, "--quantize", "int3"],
+        "argument --quantize: invalid choice: 'int3' (choose from 'int8', 'int4', 'nf4')",
+    ),
+    (
         "no new tokens asked for",
         lambda t: ["generate", "--prompt", PROMPT, "--max-new-tokens", "0"],
         "--max-new-tokens must be >= 1",

@@ -23,11 +23,21 @@ from ..files import atomic_write, check_writable_target, display_path
 from ..generation import check_prompt, generate, generate_uncached, prefill
 from ..kv_cache import KVCache
 from ..memory import check_memory
+from ..quantize import SCHEMES, QuantizeError, quantize_state_dict
 from ..rope import precompute_freqs_cis
 from ..sampling import check_sampling_args
 from ..tokenizer import Tokenizer, TokenizerError
 
-USER_ERRORS = (CheckpointError, ConfigError, TokenizerError, ArtifactError, ValueError, OSError, MemoryError)
+USER_ERRORS = (
+    CheckpointError,
+    ConfigError,
+    TokenizerError,
+    ArtifactError,
+    QuantizeError,
+    ValueError,
+    OSError,
+    MemoryError,
+)
 
 
 class UsageError(Exception):
@@ -48,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--prompt", help="input text; <|begin_of_text|> is prepended")
     text.add_argument(
         "--prompt-file", help="read the prompt from this UTF-8 file ('-': standard input); a final newline is dropped"
+    )
+    common.add_argument(
+        "--quantize",
+        choices=SCHEMES,
+        default=None,
+        help="run on quantized projections (chapter 10): int8 per row, int4 or nf4 in blocks of 64",
     )
     gen = sub.add_parser("generate", parents=[common], help="continue a prompt")
     gen.add_argument("--max-new-tokens", type=int, default=32)
@@ -95,6 +111,8 @@ def _load(args, max_new_tokens: int, all_logits: bool) -> tuple:
     ids = check_prompt(tok.encode(prompt), cfg, max_new_tokens)
     check_memory(cfg, len(ids), max_new_tokens, torch.float32, all_logits=all_logits, extra=4 * cfg.n_parameters)
     cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
+    if args.quantize:
+        sd = quantize_state_dict(sd, args.quantize)
     return ckpt_dir, prompt, tok, cfg, sd, ids
 
 
@@ -130,7 +148,8 @@ def cmd_logits(args) -> int:
         logits = prefill(tokens, sd, cfg, precompute_freqs_cis(cfg, len(ids)), cache, all_rows=True).float()
     payload = {"tokens": tokens, "logits": logits}
     atomic_write(out, lambda tmp: torch.save(payload, tmp), "--out")
-    print(f"wrote {args.out}: tokens ({len(ids)},), logits {tuple(logits.shape)} from {display_path(ckpt_dir)}")
+    model = display_path(ckpt_dir) + (f", quantized {args.quantize}" if args.quantize else "")
+    print(f"wrote {args.out}: tokens ({len(ids)},), logits {tuple(logits.shape)} from {model}")
     return 0
 
 

@@ -1,0 +1,223 @@
+"""Quantization (chapter 10): fewer bits per weight.
+
+Three schemes for the seven projection matrices of every block (wq wk wv wo w1 w2 w3):
+
+- ``int8``: symmetric absmax per output row: q = round(w / s) in -127..127, s = max|row| / 127.
+- ``int4``: symmetric absmax per block of 64 consecutive values (of the flattened matrix):
+  q = round(w / s) in -7..7, s = max|block| / 7; stored as q + 8 in four bits.
+- ``nf4``: NormalFloat4 (Dettmers et al., 2023): per block of 64, w / max|block| is rounded
+  to the nearest of 16 levels placed at quantiles of a normal distribution. Compatible bit
+  for bit with ``bitsandbytes.functional.quantize_4bit(quant_type="nf4", blocksize=64)``:
+  same levels, same arithmetic, two codes per byte with the first in the high nibble.
+
+Embeddings, norms and the (tied) LM head stay as they are. A quantized weight is a
+``QuantizedWeight``; ``helpers.linear.linear`` multiplies by it, so the model's functions
+run on a quantized state dict unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+SCHEMES = ("int8", "int4", "nf4")
+BLOCK = 64  # values per absmax in the 4-bit schemes, as in QLoRA
+PROJECTIONS = (
+    "attention.wq",
+    "attention.wk",
+    "attention.wv",
+    "attention.wo",
+    "feed_forward.w1",
+    "feed_forward.w2",
+    "feed_forward.w3",
+)
+# The 16 NF4 levels as bitsandbytes stores them (computed once from the normal quantiles,
+# see nf4_levels_from_normal: equal to it within 1.1e-7); kept exactly, so that codes match.
+NF4_LEVELS = torch.tensor(
+    [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ]
+)
+
+
+class QuantizeError(ValueError):
+    """A scheme that does not exist, or a weight that cannot be quantized with it."""
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise QuantizeError(f"unknown quantization scheme {scheme!r}: choose one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def nf4_levels_from_normal(offset: float = 0.9677083) -> torch.Tensor:
+    """NF4's 16 levels, derived: quantiles of a standard normal, scaled into [-1, 1], 0 exact.
+
+    8 positive levels at the quantiles of evenly spaced probabilities from ``offset`` down
+    to 1/2, 7 negative ones likewise (one fewer: the extra level lets 0 be exact), plus 0;
+    all divided by the largest. ``offset`` is the mean of 1 - 1/(2*15) and 1 - 1/(2*16),
+    the QLoRA paper's choice for where the outermost quantile sits. -> (16,) float64, sorted
+    """
+    positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1])
+    negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1])
+    levels = torch.cat([negative, torch.zeros(1, dtype=torch.float64), positive]).sort().values
+    return levels / levels.max()
+
+
+def pack_4bit(codes: torch.Tensor) -> torch.Tensor:
+    """Two 4-bit codes (0..15) per byte, the first in the high nibble: (n,) -> (ceil(n/2),) uint8."""
+    codes = codes.reshape(-1).to(torch.uint8)
+    if codes.numel() % 2:
+        codes = torch.cat([codes, codes.new_zeros(1)])
+    return (codes[0::2] << 4) | codes[1::2]
+
+
+def unpack_4bit(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of pack_4bit: (ceil(n/2),) uint8 -> (n,) codes as int64 (ready to index a table)."""
+    codes = torch.stack([packed >> 4, packed & 0xF], dim=-1).reshape(-1)
+    return codes[:n].long()
+
+
+def blocks_of(w: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """The values of w in blocks of ``block`` consecutive values of the flattened tensor: (n/block, block)."""
+    flat = w.reshape(-1).float()
+    if flat.numel() % block:
+        raise QuantizeError(f"a weight of {flat.numel()} values does not split into blocks of {block}")
+    return flat.view(-1, block)
+
+
+def quantize_int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric absmax per output row: codes int8 (out, in), scales float32 (out,) = max|row| / 127."""
+    w = w.float()
+    scales = w.abs().amax(dim=-1) / 127
+    codes = torch.round(w / scales.clamp(min=1e-38)[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes, scales
+
+
+def quantize_int4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric absmax per block of 64: codes 1..15 (= q + 8, q in -7..7) as uint8 (n,), absmax float32 (n/64,)."""
+    blocks = blocks_of(w)
+    absmax = blocks.abs().amax(dim=-1)
+    q = torch.round(blocks / (absmax.clamp(min=1e-38) / 7)[:, None]).clamp(-7, 7)
+    return (q + 8).to(torch.uint8).reshape(-1), absmax
+
+
+def quantize_nf4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NF4 per block of 64: codes 0..15 as uint8 (n,) indexing NF4_LEVELS, absmax float32 (n/64,).
+
+    Each value, divided by its block's absmax, goes to the nearest level: the boundaries are
+    the midpoints between consecutive levels (a value exactly on one goes down). As in
+    bitsandbytes, the division is a multiplication by 1/absmax: the two can differ in the last
+    bit, which near a boundary would change the code.
+    """
+    blocks = blocks_of(w)
+    absmax = blocks.abs().amax(dim=-1)
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38))[:, None], -1, 1)
+    midpoints = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
+    return torch.bucketize(scaled.reshape(-1), midpoints).to(torch.uint8), absmax
+
+
+@dataclass
+class QuantizedWeight:
+    """A (out, in) matrix stored in fewer bits: its codes, its scales, and how to read them back.
+
+    codes: int8 (out, in) for int8; for int4 and nf4, two 4-bit codes per byte, (out*in/2,) uint8.
+    scales: float32, one per output row (int8) or per block of 64 values (int4, nf4).
+    dtype: the dtype ``dequantize`` returns (the weight's dtype before quantization).
+    """
+
+    scheme: str
+    shape: tuple[int, int]
+    codes: torch.Tensor
+    scales: torch.Tensor
+    dtype: torch.dtype
+
+    def dequantize(self) -> torch.Tensor:
+        """The matrix the codes stand for: (out, in) in ``dtype``."""
+        n = self.shape[0] * self.shape[1]
+        if self.scheme == "int8":
+            w = self.codes.float() * self.scales[:, None]
+        elif self.scheme == "int4":
+            q = unpack_4bit(self.codes, n).float() - 8
+            w = (q.view(-1, BLOCK) * (self.scales / 7)[:, None]).view(self.shape)
+        else:
+            levels = NF4_LEVELS.to(self.scales.device)[unpack_4bit(self.codes, n)]
+            w = (levels.view(-1, BLOCK) * self.scales[:, None]).view(self.shape)
+        return w.view(self.shape).to(self.dtype)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """x W^T with W dequantized for this product (and dropped after it)."""
+        return x @ self.dequantize().to(x.dtype).T
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes and scales."""
+        return self.codes.nbytes + self.scales.nbytes
+
+    def to(self, device) -> QuantizedWeight:
+        return QuantizedWeight(self.scheme, self.shape, self.codes.to(device), self.scales.to(device), self.dtype)
+
+
+def quantize(w: torch.Tensor, scheme: str) -> QuantizedWeight:
+    """One (out, in) weight matrix in ``scheme``."""
+    check_scheme(scheme)
+    if w.ndim != 2:
+        raise QuantizeError(f"expected a (out, in) matrix, got shape {tuple(w.shape)}")
+    if scheme == "int8":
+        codes, scales = quantize_int8_rows(w)
+    else:
+        codes, scales = (quantize_int4_blocks if scheme == "int4" else quantize_nf4_blocks)(w)
+        codes = pack_4bit(codes)
+    return QuantizedWeight(scheme, tuple(w.shape), codes, scales, w.dtype)
+
+
+def is_projection(key: str) -> bool:
+    """True for the seven projection matrices of a block (the ones quantization replaces)."""
+    return key.startswith("layers.") and key.removesuffix(".weight").split(".", 2)[-1] in PROJECTIONS
+
+
+def quantize_state_dict(sd: dict[str, torch.Tensor], scheme: str) -> dict:
+    """The state dict with every block's seven projections quantized; the rest unchanged (shared)."""
+    check_scheme(scheme)
+    return {key: quantize(value, scheme) if is_projection(key) else value for key, value in sd.items()}
+
+
+def dequantize_state_dict(sd: dict) -> dict[str, torch.Tensor]:
+    """Plain tensors again: every QuantizedWeight replaced by the matrix it stands for."""
+    return {k: v.dequantize() if isinstance(v, QuantizedWeight) else v for k, v in sd.items()}
+
+
+def state_dict_bytes(sd: dict) -> int:
+    """Bytes of a (possibly quantized) state dict, tied tensors counted once."""
+    seen, total = set(), 0
+    for value in sd.values():
+        if id(value) not in seen:
+            seen.add(id(value))
+            total += value.nbytes if isinstance(value, QuantizedWeight) else value.numel() * value.element_size()
+    return total
+
+
+def bitsandbytes_module():
+    """``import bitsandbytes``, quietly. On CPUs with AVX-512 BF16 it logs a warning about an
+    optional package (``kernels``, which would fetch a kernel from a hub) the book never uses."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    import bitsandbytes
+
+    return bitsandbytes
