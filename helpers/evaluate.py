@@ -9,7 +9,7 @@ import torch
 from .config import ModelConfig
 from .corpus import Country
 from .generation import generate
-from .model import forward
+from .model import forward_hidden, lm_head
 from .tokenizer import Tokenizer
 
 CAPITAL = ("The capital of {c.name} is", "{c.capital}")
@@ -38,11 +38,15 @@ def fact_accuracy(
     wrong = []
     with torch.inference_mode():
         for group in by_length.values():
-            batch = torch.tensor([ids + want for _, ids, want in group])[:, :-1]
-            top = forward(batch, sd, cfg).argmax(-1)  # (B, N-1): the model's choice after each prefix
-            for row, (c, ids, want) in enumerate(group):
-                if top[row, len(ids) - 1 :].tolist() != want:
+            h = forward_hidden(torch.tensor([ids + want for _, ids, want in group])[:, :-1], sd, cfg)  # (B, N-1, d)
+            # the LM head only where an answer token is predicted: from the prompt's last position on
+            rows = torch.cat([h[i, len(ids) - 1 :] for i, (_, ids, _) in enumerate(group)])
+            top = lm_head(rows, sd, cfg).argmax(-1).tolist()
+            start = 0
+            for c, ids, want in group:
+                if top[start : start + len(want)] != want:
                     wrong.append((c, ids, want))
+                start += len(want)
     misses = []
     for c, ids, want in sorted(wrong, key=lambda item: item[0].name):
         got = generate(ids, sd, cfg, len(want), stop_ids=tok.stop_ids)  # what it says instead

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from helpers import check
 from helpers.attention import scaled_dot_product
+from helpers.quantize import quantize
 from helpers.rope import apply_rotary_emb, scale_frequencies
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
@@ -106,6 +107,18 @@ WRONG = {
         "chunks of 1",
     ),
     "cache_bytes": (lambda cfg, n, dtype: n * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2, "10 tokens"),
+    "int8_rows": (
+        lambda w: (
+            torch.round(w.float() / (w.float().abs().max() / 127)).to(torch.int8),
+            w.float().abs().amax(1) / 127,
+        ),
+        "codes differ",
+    ),
+    "nf4_block": (
+        lambda b: (torch.round((b / b.abs().max().clamp(min=1e-38) + 1) * 7.5).long(), float(b.abs().max())),
+        "a normal block",
+    ),
+    "block_errors": (lambda w: (quantize(w, "int4").dequantize() - w).abs().amax(-1), "shape"),
     "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
 }
 
