@@ -9,11 +9,13 @@ each head turns one layout into the other, so both give the same attention.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 
 import torch
 
 from .config import ModelConfig
+from .quantize import bitsandbytes_module
 
 KEY_MAP = {
     "tok_embeddings.weight": "model.embed_tokens.weight",
@@ -135,10 +137,6 @@ def hf_model_4bit(sd: dict[str, torch.Tensor], cfg: ModelConfig, fused_bf16: boo
     kernel; unless ``fused_bf16``, that path is switched off so that the products run in
     float32 and can be compared with the book's to float32 precision.
     """
-    import tempfile
-
-    from .quantize import bitsandbytes_module
-
     bitsandbytes_module()  # imported quietly before transformers imports it
     transformers = transformers_module()
     transformers.utils.logging.disable_progress_bar()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 
@@ -171,8 +172,8 @@ class QuantizedWeight:
         """Bytes held: codes and scales."""
         return self.codes.nbytes + self.scales.nbytes
 
-    def to(self, device) -> QuantizedWeight:
-        return QuantizedWeight(self.scheme, self.shape, self.codes.to(device), self.scales.to(device), self.dtype)
+    def to(self, device) -> Self:
+        return type(self)(self.scheme, self.shape, self.codes.to(device), self.scales.to(device), self.dtype)
 
 
 def quantize(w: torch.Tensor, scheme: str) -> QuantizedWeight:

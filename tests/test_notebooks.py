@@ -27,6 +27,7 @@ EXPECTED = [
     "07_full_stack",
     "08_lm_head_sampling",
     "09_kv_cache",
+    "10_quantization",
 ]
 # Modules whose functions and classes are concepts the chapters teach: a chapter that imports
 # one of them relies on a definition some chapter shows on screen.
