@@ -34,16 +34,21 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x if n_rep == 1 else torch.repeat_interleave(x, n_rep, dim=-3)
 
 
-def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(head_dim) + causal mask) v, heads first, GQA by repeat.
+def scaled_dot_product(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim) + mask) v, heads first, GQA by repeat.
 
     q: (..., n_heads, Nq, hd); k, v: (..., n_kv_heads, Nk, hd) -> (..., n_heads, Nq, hd).
-    The softmax runs in float32, as in Meta's reference.
+    mask: (Nq, Nk) additive; by default the causal mask of these shapes. The softmax runs
+    in float32, as in Meta's reference.
     """
     n_rep = q.shape[-3] // k.shape[-3]
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., H, Nq, Nk)
-    scores = scores + causal_mask(q.shape[-2], k.shape[-2], q.device).to(scores.dtype)
+    if mask is None:
+        mask = causal_mask(q.shape[-2], k.shape[-2], q.device)
+    scores = scores + mask.to(scores.dtype)
     weights = torch.softmax(scores.float(), dim=-1).type_as(q)
     return weights @ v
 
@@ -70,8 +75,10 @@ def attention(
     xk = linear(x, sd[p + "wk.weight"]).view(*lead, n, cfg.n_kv_heads, cfg.head_dim)  # (..., N, G, hd)
     xv = linear(x, sd[p + "wv.weight"]).view(*lead, n, cfg.n_kv_heads, cfg.head_dim)  # (..., N, G, hd)
     xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
+    mask = None  # the causal mask of the shapes
     if kv_cache is not None:  # chapter 09: store this call's keys and values, attend to all stored so far
         xk, xv = kv_cache.update(layer, start_pos, xk, xv)
-    out = scaled_dot_product(xq.transpose(-3, -2), xk.transpose(-3, -2), xv.transpose(-3, -2))  # heads first
+        mask = kv_cache.mask(start_pos, n)
+    out = scaled_dot_product(xq.transpose(-3, -2), xk.transpose(-3, -2), xv.transpose(-3, -2), mask)  # heads first
     out = out.transpose(-3, -2).reshape(*lead, n, cfg.n_heads * cfg.head_dim)  # concatenate the heads
     return linear(out, sd[p + "wo.weight"])

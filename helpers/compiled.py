@@ -23,10 +23,14 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
-from .model import forward
+from .config import ModelConfig
+from .kv_cache import StaticKVCache
+from .model import embed, forward, lm_head, transformer_block
+from .quantize import BLOCK, QuantizedWeight, unpack_4bit
 
 _compiled: Callable | None = None
 
@@ -59,32 +63,128 @@ def _tensors(sd: dict) -> Iterator[torch.Tensor]:
             yield from (t for t in vars(value).values() if isinstance(t, torch.Tensor))
 
 
+@dataclass
+class KernelWeight:
+    """A quantized weight laid out for PyTorch's weight-only CPU kernels; ``linear`` like QuantizedWeight.
+
+    int8: ``aten._weight_int8pack_mm`` (codes (out, in) int8, one scale per row); int4:
+    ``aten._weight_int4pack_mm_for_cpu`` (codes in its tiled layout, per group of 64 a scale
+    and a zero, here 0: the book's int4 is symmetric). Each reads the codes once per product
+    and never builds the dequantized matrix.
+    """
+
+    scheme: str
+    shape: tuple[int, int]
+    codes: torch.Tensor
+    scales: torch.Tensor
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if self.scheme == "int8":
+            out = torch.ops.aten._weight_int8pack_mm(rows, self.codes, self.scales.to(x.dtype))
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, self.scales.to(x.dtype))
+        return out.view(*x.shape[:-1], self.shape[0])
+
+
+def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
+    """The same int8 or int4 weight in the kernels' layout (exactly the same values); NF4 has no
+    kernel and stays as it is (compiled, Inductor fuses its dequantization into the product)."""
+    out_features, in_features = w.shape
+    if w.scheme == "int8":
+        return KernelWeight("int8", w.shape, w.codes, w.scales)
+    if w.scheme == "int4":
+        codes = unpack_4bit(w.codes, out_features * in_features).view(out_features, in_features).to(torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2)
+        scales = (w.scales / 7).view(out_features, in_features // BLOCK).T  # (groups, out)
+        return KernelWeight("int4", w.shape, packed, torch.stack([scales, torch.zeros_like(scales)], -1).contiguous())
+    return w
+
+
+def for_cpu_kernels(sd: dict) -> dict:
+    """The state dict with its int8 and int4 weights in the kernels' layout."""
+    return {k: kernel_weight(v) if isinstance(v, QuantizedWeight) else v for k, v in sd.items()}
+
+
 def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
     """``model.forward`` compiled for one-token steps with these weights; same arguments as it.
 
-    The weights' shapes are marked static (fixed in the generated code); positions and
-    the lengths of the cache and the RoPE table stay symbolic, so that one compilation
-    serves every step and every generation length.
+    On a CPU the weights' shapes are marked static (fixed in the generated code); positions
+    and the lengths of the cache and the RoPE table stay symbolic, so that one compilation
+    serves every step and every generation length. Quantized int8 and int4 weights run on
+    PyTorch's weight-only kernels. On a GPU the step is ``static_step`` under CUDA graphs.
     """
+    if next(iter(sd.values())).device.type == "cuda":
+        return cuda_graph_step()
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(forward, dynamic=True)
-    for t in _tensors(sd):
+    weights = for_cpu_kernels(sd)
+    for t in _tensors(weights):
         torch._dynamo.mark_static(t)
 
-    def step(tokens: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def step(tokens: torch.Tensor, sd_: dict, *args, **kwargs) -> torch.Tensor:
         if tokens.shape[-1] != 1:
             raise ValueError(f"the compiled step takes one new token at a time (got {tokens.shape[-1]})")
+        if sd_ is not sd:
+            raise ValueError("this compiled step was built for other weights: call compiled_step(sd) for these")
         try:
             with _decompose_one_row_products(), warnings.catch_warnings():
                 # RoPE's complex product runs as ATen kernels inside the graph; Inductor says so once
                 warnings.filterwarnings("ignore", "Torchinductor does not support code generation for complex")
-                return _compiled(tokens, *args, **kwargs)
+                return _compiled(tokens, weights, *args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             raise RuntimeError(
                 f"torch.compile could not build the decode step ({type(err.inner_exception).__name__}); "
                 "on a CPU it needs a working C++ compiler (g++): install one, or call generate "
                 "without compile=True"
             ) from err
+
+    return step
+
+
+def static_step(
+    tokens: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs_cis: torch.Tensor,
+    cache: StaticKVCache,
+    start_pos: torch.Tensor,
+) -> torch.Tensor:
+    """One decode step whose shapes never change: logits (..., 1, V) of the newest token.
+
+    ``start_pos`` is a tensor, attention runs over the whole pre-allocated cache with a
+    mask (StaticKVCache), so every step launches the same kernels on the same buffers —
+    what a CUDA graph needs to replay them. The same blocks as ``forward``.
+    """
+    positions = start_pos + torch.arange(tokens.shape[-1], device=tokens.device)
+    h = embed(tokens, sd)
+    for layer in range(cfg.n_layers):
+        h = transformer_block(h, sd, layer, cfg, freqs_cis[positions], cache, start_pos)
+    return lm_head(h[..., -1:, :], sd, cfg)
+
+
+def cuda_graph_step(mode: str = "reduce-overhead") -> Callable[..., torch.Tensor]:
+    """``static_step`` compiled with CUDA graphs (``mode="reduce-overhead"``), with generate's step
+    arguments: each call writes the position into a device tensor and replays the graph.
+
+    The cache's buffers and the RoPE table are marked as static addresses: the graph writes
+    the new keys and values into them in place. (``mode=None`` compiles without CUDA graphs,
+    which runs on a CPU too; the tests use it there.)
+    """
+    compiled = torch.compile(static_step, mode=mode, fullgraph=True, dynamic=False)
+    state: dict = {}
+
+    def step(tokens, sd, cfg, freqs_cis, cache, start_pos: int, last_only: bool = True) -> torch.Tensor:
+        if tokens.shape[-1] != 1 or not last_only:
+            raise ValueError("the static step takes one new token at a time and returns its logits only")
+        if state.get("cache") is not cache:
+            for t in (cache.k, cache.v, freqs_cis):
+                torch._dynamo.mark_static_address(t)
+            state.update(
+                cache=cache, view=StaticKVCache(cache), position=torch.zeros((), dtype=torch.long, device=tokens.device)
+            )
+        state["position"].fill_(start_pos)
+        return compiled(tokens, sd, cfg, freqs_cis, state["view"], state["position"])
 
     return step

@@ -287,3 +287,60 @@ def test_prefill_memory_grows_linearly_with_the_prompt():
         assert peak <= 1.2 * estimate + 32 * 2**20, (peaks, estimates)
     assert estimates[1] < whole_prompt_scores / 10
     assert peaks[1] < 8 * peaks[0], f"peak grew faster than linearly: {peaks}"
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_static_step_equals_chapter_09(compiled):
+    """The CUDA-graph path's step (same shapes every step: attention over the whole
+    pre-allocated cache with a position mask), run on a CPU: chapter 09's logits and tokens."""
+    from helpers.compiled import cuda_graph_step, static_step
+    from helpers.kv_cache import StaticKVCache
+
+    cfg = SHAPES["gqa-scaled"]
+    sd = random_state_dict(cfg, seed=23, std=0.3)
+    prompt = random_tokens(5, cfg.vocab_size, seed=24)
+    total = 20
+    freqs = precompute_freqs_cis(cfg, total)
+    ours, ref = KVCache(cfg, total), KVCache(cfg, total)
+    step = cuda_graph_step(mode=None) if compiled else None
+    with torch.inference_mode():
+        forward(prompt, sd, cfg, freqs, ours, 0)
+        forward(prompt, sd, cfg, freqs, ref, 0)
+        token = prompt[-1:]
+        for pos in range(5, total):
+            want = forward(token, sd, cfg, freqs, ref, pos, last_only=True)
+            if compiled:
+                got = step(token, sd, cfg, freqs, ours, pos)
+            else:
+                got = static_step(token, sd, cfg, freqs, StaticKVCache(ours), torch.tensor(pos))
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"position {pos}")
+            token = want[-1].argmax(-1, keepdim=True)
+        torch.testing.assert_close(ours.k, ref.k, rtol=1e-5, atol=1e-5)
+
+
+def test_static_cache_masks_what_is_not_written_yet():
+    from helpers.kv_cache import StaticKVCache
+
+    cfg = ModelConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=10)
+    cache = StaticKVCache(KVCache(cfg, 6))
+    keys, _ = cache.update(0, torch.tensor(2), torch.ones(1, 2, 8), torch.ones(1, 2, 8))
+    assert keys.shape == (6, 2, 8) and keys[2].eq(1).all() and keys[3:].eq(0).all()
+    assert cache.mask(torch.tensor(2), 1).tolist() == [[0, 0, 0, float("-inf"), float("-inf"), float("-inf")]]
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4", "nf4"])
+def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
+    """int8 and int4 run on PyTorch's weight-only kernels, NF4 through Inductor's fused
+    dequantize-and-reduce; in float32 all give the dequantize-on-use path's tokens."""
+    from helpers.compiled import KernelWeight, for_cpu_kernels
+    from helpers.quantize import quantize_state_dict
+
+    cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
+    q = quantize_state_dict(random_state_dict(cfg, seed=23, std=0.3), scheme)
+    kinds = {type(v).__name__ for v in for_cpu_kernels(q).values() if not isinstance(v, torch.Tensor)}
+    assert kinds == ({"QuantizedWeight"} if scheme == "nf4" else {KernelWeight.__name__})
+    prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
+    assert generate(prompt, q, cfg, 16, compile=True) == generate(prompt, q, cfg, 16)
+    for key in ("layers.0.attention.wq.weight", "layers.1.feed_forward.w2.weight"):
+        x = torch.randn(3, q[key].shape[1])
+        torch.testing.assert_close(for_cpu_kernels(q)[key].linear(x), q[key].linear(x), rtol=1e-5, atol=1e-5)
