@@ -80,10 +80,11 @@ class KernelWeight:
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
+        scales = self.scales.to(x.dtype)  # stored in the weights' dtype: a no-op when x has it
         if self.scheme == "int8":
-            out = torch.ops.aten._weight_int8pack_mm(rows, self.codes, self.scales.to(x.dtype))
+            out = torch.ops.aten._weight_int8pack_mm(rows, self.codes, scales)
         else:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, self.scales.to(x.dtype))
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, scales)
         return out.view(*x.shape[:-1], self.shape[0])
 
 
@@ -92,12 +93,13 @@ def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
     kernel and stays as it is (compiled, Inductor fuses its dequantization into the product)."""
     out_features, in_features = w.shape
     if w.scheme == "int8":
-        return KernelWeight("int8", w.shape, w.codes, w.scales)
+        return KernelWeight("int8", w.shape, w.codes, w.scales.to(w.dtype))
     if w.scheme == "int4":
         codes = unpack_4bit(w.codes, out_features * in_features).view(out_features, in_features).to(torch.int32)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2)
         scales = (w.scales / 7).view(out_features, in_features // BLOCK).T  # (groups, out)
-        return KernelWeight("int4", w.shape, packed, torch.stack([scales, torch.zeros_like(scales)], -1).contiguous())
+        scale_and_zero = torch.stack([scales, torch.zeros_like(scales)], -1).contiguous().to(w.dtype)
+        return KernelWeight("int4", w.shape, packed, scale_and_zero)
     return w
 
 

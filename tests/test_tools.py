@@ -1,9 +1,11 @@
 """make run's notebook driver, and the pieces of make bench that are not timings."""
 
+import math
+
 import nbformat
 import torch
 
-from helpers.checkpoint import parameter_count
+from helpers.checkpoint import expected_shapes, parameter_count
 from helpers.config import llama_3_2_1b_config
 from helpers.tools import book
 from helpers.tools.bench import EAGER, bytes_per_token, summarize
@@ -17,46 +19,71 @@ def test_bytes_read_per_decoded_token_at_1b():
     assert bytes_per_token(cfg, torch.float32) == 4 * expected
 
 
-def test_results_json_has_exactly_the_issue_schema():
-    def group(model, dtype, rates, bandwidth):
+def test_results_json_schema_and_per_round_roofline_fractions():
+    cfg = llama_3_2_1b_config()
+    bf16, int4 = bytes_per_token(cfg, torch.bfloat16), bytes_per_token(cfg, torch.bfloat16, "int4")
+
+    def group(model, dtype, rates, bandwidth, bytes_read=None):
+        impls = list(rates)
         return {
             "model": model,
             "dtype": dtype,
             "prompt_tokens": 16,
             "new_tokens": 128,
             "tokens_per_s": rates,
+            "seconds": {i: [128 / rates[i]] * len(bandwidth) for i in impls},
             "bandwidth_GBps": bandwidth,
+            "bytes_per_token": bytes_read or dict.fromkeys(impls, 1),
         }
 
+    one_b = group(
+        "1b-shape",
+        "bfloat16",
+        {"scratch-cache": 2.0, EAGER: 1.0, "scratch-cache int4": 3.0, "transformers": 1.5},
+        [31.0, 35.0, 20.0],
+        {"scratch-cache": bf16, EAGER: bf16, "scratch-cache int4": int4, "transformers": bf16},
+    )
+    one_b["seconds"]["scratch-cache"] = [64.0, 32.0, 64.0]  # 2, 4 and 2 tok/s in the three rounds
     groups = [
         group(
             "tiny", "float32", {"scratch-cache": 9.0, EAGER: 7.0, "scratch-nocache": 1.0, "transformers": 4.0}, [30.0]
         ),
-        group("1b-shape", "bfloat16", {"scratch-cache": 2.0, EAGER: 1.0, "transformers": 1.5}, [31.0, 35.0]),
-        group("1b-shape", "float32", {"scratch-cache": 1.0, EAGER: 0.5, "transformers": 0.7}, [33.0]),
+        one_b,
     ]
     results = summarize(groups, 51.0)
     assert list(results) == ["bandwidth_GBps", "rows", "roofline_tokens_per_s", "nbval_suite_s"]
     assert results["bandwidth_GBps"] == 35.0  # the best round: a roofline is an upper bound
-    assert all(
-        list(row) == ["model", "impl", "dtype", "prompt_tokens", "new_tokens", "tokens_per_s"]
-        for row in results["rows"]
-    )
+    keys = ["model", "impl", "dtype", "prompt_tokens", "new_tokens", "tokens_per_s"]
+    assert all(list(r) == keys for r in results["rows"] if r["model"] == "tiny")
+    assert all(list(r) == [*keys, "roofline_fraction"] for r in results["rows"] if r["model"] == "1b-shape")
     assert [(r["model"], r["dtype"], r["impl"]) for r in results["rows"]] == [
         ("tiny", "float32", "scratch-cache"),
         ("tiny", "float32", "scratch-nocache"),
         ("tiny", "float32", "transformers"),
         ("1b-shape", "bfloat16", "scratch-cache"),
+        ("1b-shape", "int4", "scratch-cache"),
         ("1b-shape", "bfloat16", "transformers"),
-        ("1b-shape", "float32", "scratch-cache"),
-        ("1b-shape", "float32", "transformers"),
     ]
-    cfg = llama_3_2_1b_config()
+    # each round against its own roofline: 2 / (31e9 / bf16), 4 / (35e9 / bf16), 2 / (20e9 / bf16); the median
+    per_round = sorted([2 * bf16 / 31e9, 4 * bf16 / 35e9, 2 * bf16 / 20e9])
+    assert results["rows"][3]["roofline_fraction"] == round(per_round[1], 3)
     assert results["roofline_tokens_per_s"] == {
-        "1b-shape-bfloat16": round(35e9 / bytes_per_token(cfg, torch.bfloat16), 3),
-        "1b-shape-float32": round(35e9 / bytes_per_token(cfg, torch.float32), 3),
+        "1b-shape-bfloat16": round(35e9 / bf16, 3),
+        "1b-shape-int4": round(35e9 / int4, 3),
     }
     assert summarize(groups[:1], None)["roofline_tokens_per_s"] == {}
+
+
+def test_bytes_read_per_token_count_the_quantized_scales():
+    cfg = llama_3_2_1b_config()
+    projections = sum(
+        math.prod(s) for k, s in expected_shapes(cfg).items() if ".attention.w" in k or ".feed_forward." in k
+    )
+    rest = bytes_per_token(cfg, torch.bfloat16) - 2 * projections  # head, norms, one embedding row in bf16
+    # int8: a byte per weight and a bf16 scale per output row; int4: half a byte and a bf16 scale and zero per 64
+    rows = sum(s[0] for k, s in expected_shapes(cfg).items() if ".attention.w" in k or ".feed_forward." in k)
+    assert bytes_per_token(cfg, torch.bfloat16, "int8") == rest + projections + 2 * rows
+    assert bytes_per_token(cfg, torch.bfloat16, "int4") == rest + projections // 2 + projections // 64 * 4
 
 
 def test_run_book_names_the_failing_notebook(tmp_path, monkeypatch, capsys):

@@ -1,24 +1,32 @@
 """``make bench``: how fast does the book's own implementation generate?
 
-Greedy decoding, a 16-token prompt and 128 new tokens, end-of-text ignored, measured
-in one run on one machine:
+Greedy decoding, a 16-token prompt and 128 new tokens, end-of-text ignored, measured in
+one run on one machine. Implementations, in the results' names:
 
 - ``scratch-cache``   helpers.generate with the KV cache (chapter 09), its decode step
-                      compiled (``compile=True``, helpers/compiled.py);
+                      compiled (``compile=True``, helpers/compiled.py); on a GPU the
+                      static-shape step under CUDA graphs;
 - ``scratch-cache`` eager, the same without compiling (the code as the chapters run it):
                       in the printed table, the figure and details.json, not in results.json;
+- ``scratch-cache`` int8 / int4: the same compiled step on weights quantized as chapter 10
+                      does (the seven projections; int8 per row, int4 per block of 64) and run
+                      by PyTorch's weight-only kernels (CPU only);
 - ``scratch-nocache`` the uncached loop of chapter 08 (tiny model only: quadratic);
 - ``transformers``    LlamaForCausalLM.generate with its own cache, same weights and dtype;
 
-on the embedded tiny checkpoint (float32) and on random weights of the real
-Llama-3.2-1B shape (bfloat16 and float32). Decoding one token must read every weight
-once, so memory bandwidth bounds it: the roofline is bandwidth / bytes of weights read
-per token, with the bandwidth measured by a streaming read between the timed rounds
-(the best round counts: a roofline is a bound).
+on the embedded tiny checkpoint (float32) and on random weights of the real Llama-3.2-1B
+shape (bfloat16, with the quantized variants, and float32). All implementations of one
+(model, dtype) take turns within each round, so that a slow phase of the machine hits
+them alike; before each round a streaming read measures the memory bandwidth.
 
-Writes build/bench/results.json (a fixed schema, tested), details.json (every timing,
-compile times, the machine) and decode.png, and prints a table.
-``python -m helpers.bench --device cuda`` runs the same on a GPU.
+Decoding one token must read every weight once, so memory bandwidth bounds it: the
+roofline of a round is that round's bandwidth / the bytes of weights read per token
+(scales included). Each 1B row reports ``roofline_fraction``: the median over rounds of
+(that round's tokens/s / that round's roofline).
+
+Writes build/bench/results.json (a fixed schema, tested; results-cuda.json with
+``--device cuda``), details.json (every timing, compile times, the machine) and
+decode.png, and prints a table.
 """
 
 from __future__ import annotations
@@ -34,15 +42,18 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import TINY_DIR, load_checkpoint, random_state_dict
+from ..checkpoint import TINY_DIR, expected_shapes, load_checkpoint, random_state_dict
+from ..compiled import for_cpu_kernels
 from ..config import ModelConfig, llama_3_2_1b_config
-from ..files import REPO_ROOT, display_path
+from ..files import REPO_ROOT, atomic_write, display_path
 from ..generation import generate, generate_uncached
+from ..quantize import quantize_state_dict
 
 OUT_DIR = REPO_ROOT / "build" / "bench"
 PROMPT_TOKENS = 16
 NEW_TOKENS = 128
 WARMUP_TOKENS = 8
+QUANTIZED = ("int8", "int4")  # the schemes with a CPU kernel
 
 
 def measure_bandwidth(gib: float = 1.0, repeats: int = 7, device: str = "cpu") -> float:
@@ -64,13 +75,23 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(_nbytes(t) for t in vars(value).values() if isinstance(t, torch.Tensor))
+
+
+def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype, scheme: str | None = None) -> int:
     """Weight bytes one decode step reads: every block's matrices and norms, the final norm,
-    the LM head (V x d), and one embedding row."""
-    size = torch.empty((), dtype=dtype).element_size()
-    d, f, hd = cfg.dim, cfg.ffn_hidden_dim, cfg.head_dim
-    per_block = d * (cfg.n_heads + 2 * cfg.n_kv_heads) * hd + cfg.n_heads * hd * d + 3 * d * f + 2 * d
-    return size * (cfg.n_layers * per_block + d + cfg.vocab_size * d + d)
+    the LM head (V x d, never quantized), and one embedding row. With a ``scheme``, the seven
+    projections count as the kernels store them: codes and scales."""
+    with torch.device("meta"):
+        sd = {k: torch.empty(s, dtype=dtype) for k, s in expected_shapes(cfg).items()}
+    if scheme:
+        sd = for_cpu_kernels(quantize_state_dict(sd, scheme))
+    read = sum(_nbytes(v) for k, v in sd.items() if k not in ("tok_embeddings.weight", "output.weight"))
+    head = sd["output.weight"]
+    return read + _nbytes(head) + head.shape[1] * head.element_size()
 
 
 def prompt_ids(cfg: ModelConfig) -> list[int]:
@@ -84,7 +105,7 @@ def prompt_ids(cfg: ModelConfig) -> list[int]:
 
 
 def time_scratch(sd, cfg, ids, new_tokens: int, cache: bool = True, **options) -> tuple[float, list[int]]:
-    start = time.perf_counter()
+    start = time.perf_counter()  # generate returns host ints: every step has synchronized
     new = (generate if cache else generate_uncached)(ids, sd, cfg, new_tokens, **options)
     return time.perf_counter() - start, new
 
@@ -110,13 +131,14 @@ LABELS = {
     EAGER: "scratch, cache\n(eager)",
     "scratch-nocache": "scratch,\nno cache",
     "transformers": "transformers",
+    "scratch-cache int8": "int8 weights\n(compiled)",
+    "scratch-cache int4": "int4 weights\n(compiled)",
 }
 
 
-def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) -> dict:
+def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress, schemes=()) -> dict:
     """Time every implementation on one (model, dtype): a short warm-up each (the compile
-    happens there), then rounds in which they take turns, so that a slow phase of the machine
-    hits all of them alike. Each rate is the median over the rounds."""
+    happens there), then rounds in which they take turns. Each rate is the median over the rounds."""
     from ..hf import hf_model
 
     sd = {k: v.to(dtype) for k, v in sd.items()}
@@ -128,9 +150,15 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) 
         "scratch-cache": lambda n: time_scratch(sd, cfg, ids, n, compile=True),
         EAGER: lambda n: time_scratch(sd, cfg, ids, n),
     }
+    bytes_read = {"scratch-cache": bytes_per_token(cfg, dtype), EAGER: bytes_per_token(cfg, dtype)}
+    for scheme in schemes:
+        quantized = quantize_state_dict(sd, scheme)
+        impls[f"scratch-cache {scheme}"] = lambda n, q=quantized: time_scratch(q, cfg, ids, n, compile=True)
+        bytes_read[f"scratch-cache {scheme}"] = bytes_per_token(cfg, dtype, scheme)
     if nocache:
         impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, cache=False)
     impls["transformers"] = lambda n: time_transformers(model, ids, n)
+    bytes_read["transformers"] = bytes_per_token(cfg, dtype)
     label = f"{name} {str(dtype).removeprefix('torch.')}"
     warmup = {}
     for impl, fn in impls.items():
@@ -147,12 +175,9 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) 
             seconds, outputs[impl] = fn(NEW_TOKENS)
             times[impl].append(round(seconds, 4))
     progress.update(1)
-    agreement = {}
-    reference = outputs[EAGER]
-    for impl, tokens in outputs.items():
-        agreement[impl] = sum(a == b for a, b in zip(tokens, reference, strict=True))
-        if dtype == torch.float32 and agreement[impl] < NEW_TOKENS:  # bf16 rounding may fork a random model
-            print(f"note: {label} {impl} agrees with eager on {agreement[impl]}/{NEW_TOKENS} tokens", file=sys.stderr)
+    agreement = {
+        impl: sum(a == b for a, b in zip(tokens, outputs[EAGER], strict=True)) for impl, tokens in outputs.items()
+    }
     return {
         "model": name,
         "dtype": str(dtype).removeprefix("torch."),
@@ -160,10 +185,21 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress) 
         "new_tokens": NEW_TOKENS,
         "seconds": times,
         "tokens_per_s": {impl: round(NEW_TOKENS / statistics.median(t), 3) for impl, t in times.items()},
+        "bytes_per_token": bytes_read,
         "warmup_s": warmup,
         "tokens_equal_to_eager": agreement,
         "bandwidth_GBps": bandwidth,
     }
+
+
+def roofline_fraction(group: dict, impl: str) -> float:
+    """Median over rounds of (tokens/s / (that round's bandwidth / bytes read per token))."""
+    bytes_read = group["bytes_per_token"][impl]
+    fractions = [
+        (group["new_tokens"] / seconds) / (bandwidth * 1e9 / bytes_read)
+        for seconds, bandwidth in zip(group["seconds"][impl], group["bandwidth_GBps"], strict=True)
+    ]
+    return round(statistics.median(fractions), 3)
 
 
 def nbval_suite_seconds() -> float:
@@ -195,30 +231,73 @@ def nbval_suite_seconds() -> float:
     return seconds
 
 
+def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
+    """results.json: the best round's bandwidth, one row per (model, dtype or scheme,
+    implementation) except the eager cached run, each 1B row with its roofline fraction,
+    and the 1B-shape rooflines at the best round's bandwidth."""
+    bandwidth = max(b for group in groups for b in group["bandwidth_GBps"])
+    rows = []
+    for g in groups:
+        for impl, rate in g["tokens_per_s"].items():
+            if impl == EAGER:
+                continue
+            scheme = impl.split(" ")[1] if impl.startswith("scratch-cache ") else None
+            row = {
+                "model": g["model"],
+                "impl": "scratch-cache" if scheme else impl,
+                "dtype": scheme or g["dtype"],
+                "prompt_tokens": g["prompt_tokens"],
+                "new_tokens": g["new_tokens"],
+                "tokens_per_s": rate,
+            }
+            if g["model"] == "1b-shape":
+                row["roofline_fraction"] = roofline_fraction(g, impl)
+            rows.append(row)
+    roofline = {}
+    for g in groups:
+        if g["model"] == "1b-shape":
+            for impl, bytes_read in g["bytes_per_token"].items():
+                if impl == EAGER:
+                    continue
+                scheme = impl.split(" ")[1] if impl.startswith("scratch-cache ") else g["dtype"]
+                roofline[f"1b-shape-{scheme}"] = round(bandwidth * 1e9 / bytes_read, 3)
+    return {
+        "bandwidth_GBps": round(bandwidth, 2),
+        "rows": rows,
+        "roofline_tokens_per_s": roofline,
+        "nbval_suite_s": nbval_suite_s,
+    }
+
+
 def plot(results: dict, details: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    impls = ["scratch-cache", EAGER, "scratch-nocache", "transformers"]
-    colors = {"scratch-cache": "C0", EAGER: "#9ecae1", "scratch-nocache": "C7", "transformers": "C1"}
+    order = ["scratch-cache", "scratch-cache int8", "scratch-cache int4", EAGER, "scratch-nocache", "transformers"]
+    colors = {"scratch-cache": "C0", "scratch-cache int8": "C2", "scratch-cache int4": "C4", EAGER: "#9ecae1"}
+    colors |= {"scratch-nocache": "C7", "transformers": "C1"}
     groups = details["groups"]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.2), constrained_layout=True, squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
         rates = group["tokens_per_s"]
-        names = [i for i in impls if i in rates]
-        ax.bar(range(len(names)), [rates[n] for n in names], color=[colors[n] for n in names])
-        ax.set_xticks(range(len(names)), [LABELS[n] for n in names], fontsize=8)
+        names = [i for i in order if i in rates]
+        xs = range(len(names))
+        ax.bar(xs, [rates[n] for n in names], color=[colors[n] for n in names])
+        ax.set_xticks(xs, [LABELS[n] for n in names], fontsize=7)
         for i, n in enumerate(names):
             ax.text(i, rates[n], f"{rates[n]:.1f}", ha="center", va="bottom", fontsize=8)
-        roof = results["roofline_tokens_per_s"].get(f"{group['model']}-{group['dtype']}")
-        if roof:
-            ax.axhline(roof, color="C3", ls="--", label=f"roofline {roof:.1f} tok/s")
-            typical = roof * details["bandwidth_median_GBps"] / results["bandwidth_GBps"]
-            ax.axhline(typical, color="C3", ls=":", label=f"at the median read: {typical:.1f}")
-            ax.legend(fontsize=8, loc="upper right")
-            ax.set_ylim(0, max(roof, *rates.values()) * 1.35)
+            if group["model"] == "1b-shape" and n != EAGER:  # each bar's own roofline, at the median round's bandwidth
+                roof = details["bandwidth_median_GBps"] * 1e9 / group["bytes_per_token"][n]
+                ax.plot([i - 0.4, i + 0.4], [roof, roof], color="C3", ls="--", lw=1.2)
+        if group["model"] == "1b-shape":
+            ax.plot(
+                [], [], color="C3", ls="--", label=f"roofline at {details['bandwidth_median_GBps']:.0f} GB/s (median)"
+            )
+            ax.legend(fontsize=7, loc="upper right")
+            tops = [details["bandwidth_median_GBps"] * 1e9 / b for b in group["bytes_per_token"].values()]
+            ax.set_ylim(0, max(*tops, *rates.values()) * 1.3)
         ax.set_title(f"{group['model']}, {group['dtype']}")
         ax.set_ylabel("tokens / s (greedy, 128 new)")
     fig.suptitle(
@@ -227,37 +306,6 @@ def plot(results: dict, details: dict, path: Path) -> None:
     )
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
-    """results.json, in the schema tests/test_tools.py fixes: the best round's bandwidth, one row per (model,
-    dtype, implementation) except the eager cached run, and the 1B-shape rooflines."""
-    bandwidth = max(b for group in groups for b in group["bandwidth_GBps"])
-    rows = [
-        {
-            "model": g["model"],
-            "impl": impl,
-            "dtype": g["dtype"],
-            "prompt_tokens": g["prompt_tokens"],
-            "new_tokens": g["new_tokens"],
-            "tokens_per_s": rate,
-        }
-        for g in groups
-        for impl, rate in g["tokens_per_s"].items()
-        if impl != EAGER
-    ]
-    cfg = llama_3_2_1b_config()
-    roofline = {
-        f"1b-shape-{g['dtype']}": round(bandwidth * 1e9 / bytes_per_token(cfg, getattr(torch, g["dtype"])), 3)
-        for g in groups
-        if g["model"] == "1b-shape"
-    }
-    return {
-        "bandwidth_GBps": round(bandwidth, 2),
-        "rows": rows,
-        "roofline_tokens_per_s": roofline,
-        "nbval_suite_s": nbval_suite_s,
-    }
 
 
 def machine(device: str) -> str:
@@ -269,14 +317,13 @@ def machine(device: str) -> str:
 def print_table(results: dict, details: dict) -> None:
     print(
         f"\n{details['machine']}; streaming read {results['bandwidth_GBps']:.1f} GB/s in the best round, "
-        f"{details['bandwidth_median_GBps']:.1f} GB/s median (the roofline uses the best)"
+        f"{details['bandwidth_median_GBps']:.1f} GB/s median"
     )
     print(f"{'model':<10} {'dtype':<9} {'impl':<20} {'tokens/s':>9} {'vs transformers':>16} {'of roofline':>12}")
     for group in details["groups"]:
         rates = group["tokens_per_s"]
-        roof = results["roofline_tokens_per_s"].get(f"{group['model']}-{group['dtype']}")
         for impl, rate in rates.items():
-            share = f"{rate / roof:.0%}" if roof else "-"
+            share = f"{roofline_fraction(group, impl):.0%}" if group["model"] == "1b-shape" else "-"
             print(
                 f"{group['model']:<10} {group['dtype']:<9} {impl:<20} {rate:>9.2f} "
                 f"{rate / rates['transformers']:>15.2f}x {share:>12}"
@@ -286,6 +333,12 @@ def print_table(results: dict, details: dict) -> None:
                 f"{group['model']}: cached / uncached = {rates['scratch-cache'] / rates['scratch-nocache']:.1f}x "
                 f"(eager cached / uncached = {rates[EAGER] / rates['scratch-nocache']:.1f}x)"
             )
+        for scheme in QUANTIZED:
+            impl = f"scratch-cache {scheme}"
+            if impl in rates:
+                print(
+                    f"{group['model']} {scheme} / compiled {group['dtype']} = {rates[impl] / rates['scratch-cache']:.2f}x"
+                )
         print(f"{group['model']} {group['dtype']}: warm-up (compiling included), s: {group['warmup_s']}")
     if results["nbval_suite_s"] is not None:
         print(f"pytest --nbval notebooks/: {results['nbval_suite_s']:.0f} s")
@@ -303,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to PyTorch here")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -316,8 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_1b:
             cfg = llama_3_2_1b_config()
             sd = random_state_dict(cfg, seed=0)
-            for dtype in (torch.bfloat16, torch.float32):
-                groups.append(bench_model("1b-shape", cfg, sd, dtype, args.device, args.repeats, False, progress))
+            schemes = () if cuda else QUANTIZED  # the weight-only kernels are CPU kernels
+            groups.append(
+                bench_model("1b-shape", cfg, sd, torch.bfloat16, args.device, args.repeats, False, progress, schemes)
+            )
+            groups.append(bench_model("1b-shape", cfg, sd, torch.float32, args.device, args.repeats, False, progress))
             del sd
     results = summarize(groups, None if args.skip_nbval else round(nbval_suite_seconds(), 1))
     details = {
@@ -327,11 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         "bandwidth_median_GBps": statistics.median(b for g in groups for b in g["bandwidth_GBps"]),
         "groups": groups,
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
+    name = "results-cuda.json" if cuda else "results.json"
+    for file, payload in ((name, results), ("details.json", details)):
+        text = json.dumps(payload, indent=2) + "\n"
+        atomic_write(args.out / file, lambda tmp, text=text: tmp.write_text(text))
     plot(results, details, args.out / "decode.png")
     print_table(results, details)
-    print(f"wrote results.json, details.json and decode.png in {display_path(args.out)}")
+    print(f"wrote {name}, details.json and decode.png in {display_path(args.out)}")
     return 0
 
 
