@@ -117,7 +117,9 @@ def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
     PyTorch's weight-only kernels. On a GPU the step is ``static_step`` under CUDA graphs.
     """
     if next(iter(sd.values())).device.type == "cuda":
-        return cuda_graph_step()
+        # autotuned one-row products: on an H100, 491 tok/s at the 1B shape in bfloat16 against 433
+        # with cuBLAS's (make bench, same rounds); the first compile takes about a minute longer
+        return cuda_graph_step(mode="max-autotune-no-cudagraphs")
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(forward, dynamic=True)
@@ -166,27 +168,43 @@ def static_step(
     return lm_head(h[..., -1:, :], sd, cfg)
 
 
-def cuda_graph_step(mode: str = "reduce-overhead") -> Callable[..., torch.Tensor]:
-    """``static_step`` compiled with CUDA graphs (``mode="reduce-overhead"``), with generate's step
-    arguments: each call writes the position into a device tensor and replays the graph.
+def cuda_graph_step(graphs: bool = True, mode: str | None = None) -> Callable[..., torch.Tensor]:
+    """``static_step``, compiled, captured once as a CUDA graph and replayed at every step; with
+    generate's step arguments.
 
-    The cache's buffers and the RoPE table are marked as static addresses: the graph writes
-    the new keys and values into them in place. (``mode=None`` compiles without CUDA graphs,
-    which runs on a CPU too; the tests use it there.)
+    Inductor fuses the step's small kernels; the graph records them all, so a step costs one
+    launch instead of hundreds. The graph reads the weights, the RoPE table and the cache where
+    they are and writes the new keys and values in place; each call copies the token and the
+    position into the graph's input buffers and replays it. (``graphs=False``: the compiled
+    step alone, which runs on a CPU too; the tests use it there.)
     """
-    compiled = torch.compile(static_step, mode=mode, fullgraph=True, dynamic=False)
+    compiled = torch.compile(static_step, fullgraph=True, dynamic=False, mode=mode)
     state: dict = {}
 
     def step(tokens, sd, cfg, freqs_cis, cache, start_pos: int, last_only: bool = True) -> torch.Tensor:
         if tokens.shape[-1] != 1 or not last_only:
             raise ValueError("the static step takes one new token at a time and returns its logits only")
         if state.get("cache") is not cache:
-            for t in (cache.k, cache.v, freqs_cis):
-                torch._dynamo.mark_static_address(t)
-            state.update(
-                cache=cache, view=StaticKVCache(cache), position=torch.zeros((), dtype=torch.long, device=tokens.device)
-            )
+            state.update(cache=cache, view=StaticKVCache(cache), tokens=tokens.clone())
+            state["position"] = torch.full((), start_pos, dtype=torch.long, device=tokens.device)
+            if graphs:
+                args = (state["tokens"], sd, cfg, freqs_cis, state["view"], state["position"])
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(
+                    side
+                ):  # compile and warm up: writes this step's keys and values, as the step does
+                    for _ in range(2):
+                        compiled(*args)
+                torch.cuda.current_stream().wait_stream(side)
+                state["graph"] = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(state["graph"]):
+                    state["logits"] = compiled(*args)
+        state["tokens"].copy_(tokens)
         state["position"].fill_(start_pos)
-        return compiled(tokens, sd, cfg, freqs_cis, state["view"], state["position"])
+        if not graphs:
+            return compiled(state["tokens"], sd, cfg, freqs_cis, state["view"], state["position"])
+        state["graph"].replay()
+        return state["logits"]
 
     return step

@@ -302,7 +302,7 @@ def test_static_step_equals_chapter_09(compiled):
     total = 20
     freqs = precompute_freqs_cis(cfg, total)
     ours, ref = KVCache(cfg, total), KVCache(cfg, total)
-    step = cuda_graph_step(mode=None) if compiled else None
+    step = cuda_graph_step(graphs=False) if compiled else None
     with torch.inference_mode():
         forward(prompt, sd, cfg, freqs, ours, 0)
         forward(prompt, sd, cfg, freqs, ref, 0)

@@ -160,10 +160,12 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress, 
     impls["transformers"] = lambda n: time_transformers(model, ids, n)
     bytes_read["transformers"] = bytes_per_token(cfg, dtype)
     label = f"{name} {str(dtype).removeprefix('torch.')}"
+    # On a GPU the static step is compiled for one cache length: warm up at the timed length
+    warmup_tokens = NEW_TOKENS if torch.device(device).type == "cuda" else WARMUP_TOKENS
     warmup = {}
     for impl, fn in impls.items():
         progress.set_description(f"{label} warm-up {impl}")
-        warmup[impl] = round(fn(WARMUP_TOKENS)[0], 2)
+        warmup[impl] = round(fn(warmup_tokens)[0], 2)
     times: dict[str, list[float]] = {impl: [] for impl in impls}
     outputs: dict[str, list[int]] = {}
     bandwidth = []
@@ -285,7 +287,10 @@ def plot(results: dict, details: dict, path: Path) -> None:
         names = [i for i in order if i in rates]
         xs = range(len(names))
         ax.bar(xs, [rates[n] for n in names], color=[colors[n] for n in names])
-        ax.set_xticks(xs, [LABELS[n] for n in names], fontsize=7)
+        labels = [LABELS[n] for n in names]
+        if details.get("device") == "cuda":
+            labels = [label.replace("(compiled)", "(CUDA graph)") for label in labels]
+        ax.set_xticks(xs, labels, fontsize=7)
         for i, n in enumerate(names):
             ax.text(i, rates[n], f"{rates[n]:.1f}", ha="center", va="bottom", fontsize=8)
             if group["model"] == "1b-shape" and n != EAGER:  # each bar's own roofline, at the median round's bandwidth
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     results = summarize(groups, None if args.skip_nbval else round(nbval_suite_seconds(), 1))
     details = {
         "machine": machine(args.device),
+        "device": torch.device(args.device).type,
         "torch": torch.__version__,
         "bandwidth_note": "GB/s of each round's streaming read; results.json's bandwidth_GBps is the best",
         "bandwidth_median_GBps": statistics.median(b for g in groups for b in g["bandwidth_GBps"]),
