@@ -14,6 +14,7 @@ from .attention import attention
 from .config import ModelConfig
 from .feed_forward import feed_forward
 from .linear import linear
+from .moe import moe_config, moe_feed_forward
 from .rmsnorm import rms_norm
 from .rope import precompute_freqs_cis
 
@@ -68,6 +69,8 @@ def transformer_block(
     )
     ffn_in = rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps)
     w = p + "feed_forward."
+    if w + "router.weight" in sd:  # a mixture of experts (chapter 11)
+        return h + moe_feed_forward(ffn_in, sd, w, moe_config(cfg))
     return h + feed_forward(ffn_in, sd[w + "w1.weight"], sd[w + "w2.weight"], sd[w + "w3.weight"])
 
 
