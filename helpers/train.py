@@ -95,6 +95,36 @@ def make_batch(
     return inputs, targets, mask
 
 
+def corpus_loss(
+    sd: dict[str, torch.Tensor], cfg: ModelConfig, batch: tuple[torch.Tensor, ...], n_unseen: int
+) -> torch.Tensor:
+    """The next-token loss of a compact-vocabulary model (tied LM head) on a ``make_batch`` batch."""
+    inputs, targets, mask = batch
+    tied = sd | {"output.weight": sd["tok_embeddings.weight"]}
+    return full_vocab_loss(forward(inputs, tied, cfg), targets, n_unseen, mask)
+
+
+def compact_vocab(sd: dict[str, torch.Tensor], seen: list[int]) -> dict[str, torch.Tensor]:
+    """The inverse of ``expand_to_full_vocab``: the seen rows of the tied table, to train further.
+
+    Exact only for a model trained so, whose other rows are all zero (the embedded model);
+    any other table is refused, since dropping its rows would change the model.
+    """
+    table = sd["tok_embeddings.weight"]
+    rest = torch.ones(table.shape[0], dtype=torch.bool)
+    rest[torch.tensor(seen)] = False
+    if table[rest].any():
+        raise ValueError(
+            "the embedding has non-zero rows for tokens outside the corpus: this model was not trained "
+            "with a compact vocabulary, so it cannot be compacted without changing it"
+        )
+    if "output.weight" in sd and not torch.equal(sd["output.weight"], table):
+        raise ValueError("the LM head is not tied to the embedding: compact_vocab needs a tied model")
+    out = {k: v for k, v in sd.items() if k != "output.weight"}
+    out["tok_embeddings.weight"] = table[torch.tensor(seen)].clone()
+    return out
+
+
 def expand_to_full_vocab(sd: dict[str, torch.Tensor], seen: list[int], vocab_size: int) -> dict[str, torch.Tensor]:
     """The compact embedding scattered into a (V, d) table of zeros; output tied to it."""
     compact = sd["tok_embeddings.weight"].detach()
@@ -182,10 +212,8 @@ def train_tiny(
     sd = init_compact_state(compact_cfg, len(seen), seed)
 
     def loss_fn(step: int) -> torch.Tensor:
-        inputs, targets, mask = make_batch(countries, tok, to_compact, batch_size, rng)
-        tied = sd | {"output.weight": sd["tok_embeddings.weight"]}  # tied LM head
-        logits = forward(inputs, tied, compact_cfg)
-        return full_vocab_loss(logits, targets, cfg.vocab_size - len(seen), mask)
+        batch = make_batch(countries, tok, to_compact, batch_size, rng)
+        return corpus_loss(sd, compact_cfg, batch, cfg.vocab_size - len(seen))
 
     start = time.perf_counter()
     losses = train_loop(sd, loss_fn, steps, lr, progress="training tiny-llama-3.2" if progress else None)

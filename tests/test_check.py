@@ -119,6 +119,9 @@ WRONG = {
         "a normal block",
     ),
     "block_errors": (lambda w: (quantize(w, "int4").dequantize() - w).abs().amax(-1), "shape"),
+    "moe_route": (lambda z, k: (torch.topk(torch.softmax(z, -1), k).values, torch.topk(z, k).indices), "k=2"),
+    "load_balance": (lambda z, k: z.shape[1] * torch.softmax(z, -1).mean(0).square().sum(), "random logits, k=1"),
+    "experts_touched": (lambda e, k, b: e * (1 - (1 - 1 / e) ** (b * k)), "E=8, k=2"),
     "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
 }
 
