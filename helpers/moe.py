@@ -83,7 +83,7 @@ def with_moe(cfg: ModelConfig, moe: MoEConfig) -> ModelConfig:
 def moe_config(cfg: ModelConfig) -> MoEConfig:
     """The MoE settings of a config made by ``with_moe``."""
     moe = cfg.extra.get("moe")
-    if not isinstance(moe, MoEConfig):
+    if moe is None:
         raise ValueError("the state dict has MoE layers but the config has no MoEConfig: use with_moe(cfg, moe)")
     return moe
 
@@ -211,7 +211,7 @@ def experts_batched(
     return torch.zeros_like(x).index_add(0, token, out)
 
 
-_recorders: list[list[torch.Tensor]] = []
+open_recorders: list[list[torch.Tensor]] = []  # the lists of the record_router_logits() blocks now open
 
 
 @contextmanager
@@ -219,11 +219,11 @@ def record_router_logits() -> Iterator[list[torch.Tensor]]:
     """Collect the router logits (N, E) of every MoE layer run inside the ``with`` block,
     in order: for the load-balancing loss and the routing figures."""
     logs: list[torch.Tensor] = []
-    _recorders.append(logs)
+    open_recorders.append(logs)
     try:
         yield logs
     finally:
-        _recorders.remove(logs)
+        open_recorders.remove(logs)
 
 
 def moe_feed_forward(
@@ -235,7 +235,7 @@ def moe_feed_forward(
     """
     rows = x.reshape(-1, x.shape[-1])
     logits = linear(rows, sd[prefix + "router.weight"])
-    for logs in _recorders:
+    for logs in open_recorders:
         logs.append(logits)
     weights, experts = route(logits, moe.top_k, moe.router)
     run = experts_batched if batched else experts_loop

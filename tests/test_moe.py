@@ -46,7 +46,9 @@ def test_mixtral_style_equals_mixtral_sparse_moe_block(k, batched):
     tf = transformers_module()
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
-    hf_cfg = tf.MixtralConfig(hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=k)
+    hf_cfg = tf.MixtralConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=k, experts_implementation="eager"
+    )
     block = MixtralSparseMoeBlock(hf_cfg).eval()
     _randomise(block, seed=k)
     gate_up, down = block.experts.gate_up_proj.detach(), block.experts.down_proj.detach()  # (E, 2F, d), (E, d, F)
@@ -69,7 +71,9 @@ def test_llama4_style_equals_llama4_text_moe(k, batched):
     tf = transformers_module()
     from transformers.models.llama4.modeling_llama4 import Llama4TextMoe
 
-    hf_cfg = tf.Llama4TextConfig(hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=k)
+    hf_cfg = tf.Llama4TextConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=k, experts_implementation="eager"
+    )
     block = Llama4TextMoe(hf_cfg).eval()
     _randomise(block, seed=10 + k)
     gate_up, down = block.experts.gate_up_proj.detach(), block.experts.down_proj.detach()  # (E, d, 2F), (E, F, d)

@@ -28,6 +28,7 @@ EXPECTED = [
     "08_lm_head_sampling",
     "09_kv_cache",
     "10_quantization",
+    "11_mixture_of_experts",
 ]
 # Modules whose functions and classes are concepts the chapters teach: a chapter that imports
 # one of them relies on a definition some chapter shows on screen.
