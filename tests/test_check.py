@@ -122,6 +122,16 @@ WRONG = {
     "moe_route": (lambda z, k: (torch.topk(torch.softmax(z, -1), k).values, torch.topk(z, k).indices), "k=2"),
     "load_balance": (lambda z, k: z.shape[1] * torch.softmax(z, -1).mean(0).square().sum(), "random logits, k=1"),
     "experts_touched": (lambda e, k, b: e * (1 - (1 - 1 / e) ** (b * k)), "E=8, k=2"),
+    "cross_entropy": (lambda z, y: -torch.log_softmax(z, -1).gather(-1, y[:, None]).sum(), "4 rows, 10 classes"),
+    "adamw_step": (
+        lambda t, g, m, v, s, lr, betas, eps, weight_decay: (
+            t - lr * (g / (g.abs() + eps) + weight_decay * t),  # sign descent: no moments
+            m,
+            v,
+        ),
+        "no weight decay, step 2",  # at step 1 Adam is sign descent too
+    ),
+    "lr_schedule": (lambda s, n, peak, w: peak * 0.5 * (1 + math.cos(math.pi * s / n)), "step 0"),
     "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
 }
 

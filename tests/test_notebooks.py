@@ -29,6 +29,7 @@ EXPECTED = [
     "09_kv_cache",
     "10_quantization",
     "11_mixture_of_experts",
+    "12_training",
 ]
 # Modules whose functions and classes are concepts the chapters teach: a chapter that imports
 # one of them relies on a definition some chapter shows on screen.
