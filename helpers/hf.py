@@ -9,13 +9,19 @@ each head turns one layout into the other, so both give the same attention.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 
+from .checkpoint import load_checkpoint, resolve_checkpoint_dir
 from .config import ModelConfig
+from .files import display_path
 from .quantize import bitsandbytes_module
+from .tokenizer import PATTERN, SPECIAL_TOKENS, Tokenizer
 
 KEY_MAP = {
     "tok_embeddings.weight": "model.embed_tokens.weight",
@@ -151,3 +157,79 @@ def hf_model_4bit(sd: dict[str, torch.Tensor], cfg: ModelConfig, fused_bf16: boo
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
     return model.eval()
+
+
+# Meta's generation_config.json for the base Llama-3.2-1B: sampling at temperature 0.6, top-p 0.9.
+GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9}
+
+
+def hf_tokenizer(tok: Tokenizer):
+    """A ``transformers`` fast tokenizer that encodes exactly like the book's (Meta's) tokenizer.
+
+    The tiktoken file's ranks become a byte-level BPE vocabulary and merge list
+    (``TikTokenConverter``), split by the same regular expression; the 256 special tokens
+    follow at 128000..; a post-processor prepends <|begin_of_text|> as Llama 3's own
+    tokenizer.json does. ``split_special_tokens``: a special token's *text* in the input is
+    encoded as ordinary text, as Meta's ``encode`` does, never as the special id.
+    """
+    tf = transformers_module()
+    from tokenizers.processors import TemplateProcessing
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    backend = TikTokenConverter(vocab_file=str(tok.path), pattern=PATTERN, extra_special_tokens=SPECIAL_TOKENS)
+    backend = backend.converted()
+    bos = "<|begin_of_text|>"
+    backend.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.bos_id)]
+    )
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token="<|end_of_text|>", split_special_tokens=True
+    )
+
+
+def export_hf(ckpt_dir: str | Path | None, out: str | Path, force: bool = False) -> Path:
+    """Write a Meta-format checkpoint as a directory ``AutoModelForCausalLM`` and ``AutoTokenizer``
+    load: config.json, generation_config.json, model.safetensors (the stored dtype),
+    tokenizer.json and tokenizer_config.json.
+
+    Refuses a non-empty ``out`` unless ``force``. Everything is written to a temporary
+    directory beside ``out`` and moved into place at the end, so a failure leaves ``out``
+    as it was.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {display_path(out)} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ValueError(
+            f"--out {display_path(out)} is not empty: choose a new directory, or pass --force to replace it"
+        )
+    ckpt_dir = resolve_checkpoint_dir(ckpt_dir)
+    cfg, sd = load_checkpoint(ckpt_dir)  # the stored dtype: bfloat16 for Meta's weights
+    tok = Tokenizer.load(ckpt_dir)
+    dtype = sd["tok_embeddings.weight"].dtype
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        model = hf_model(sd, cfg, dtype)
+        model.generation_config = transformers_module().GenerationConfig(
+            bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, **GENERATION_DEFAULTS
+        )
+        transformers_module().utils.logging.disable_progress_bar()
+        model.save_pretrained(tmp)
+        hf_tokenizer(tok).save_pretrained(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private: give it a new directory's permissions
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~umask)
+        if out.exists():  # empty, or replaced with --force: swap, then delete the old one
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,7 +1,8 @@
-"""Command line: ``python -m helpers generate|logits``.
+"""Command line: ``python -m helpers generate|logits|export-hf``.
 
     python -m helpers generate --prompt "The capital of France is" --max-new-tokens 20
     python -m helpers logits --prompt-file prompt.txt --out logits.pt
+    python -m helpers export-hf --out tiny-llama-hf   # for AutoModelForCausalLM.from_pretrained
 
 ``--checkpoint`` defaults to $LLAMA_CHECKPOINT, then models/Llama-3.2-1B/original/,
 then the embedded models/tiny-llama-3.2/original/. A user mistake prints one line
@@ -79,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     lg = sub.add_parser("logits", parents=[common], help="write float32 logits of every position")
     lg.add_argument("--out", required=True, help="output .pt file: {'tokens': (N,), 'logits': (N, V)}")
+    ex = sub.add_parser("export-hf", help="write the checkpoint in Hugging Face's format (chapter 13)")
+    ex.add_argument("--checkpoint", default=None, help="Meta-format directory (params.json, consolidated.00.pth)")
+    ex.add_argument("--out", required=True, help="a new or empty directory")
+    ex.add_argument("--force", action="store_true", help="replace --out even if it is not empty")
     return parser
 
 
@@ -153,10 +158,20 @@ def cmd_logits(args) -> int:
     return 0
 
 
+def cmd_export_hf(args) -> int:
+    from ..hf import export_hf
+
+    out = export_hf(args.checkpoint, args.out, force=args.force)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"wrote {display_path(out)}: {files}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"generate": cmd_generate, "logits": cmd_logits}[args.command](args)
+        commands = {"generate": cmd_generate, "logits": cmd_logits, "export-hf": cmd_export_hf}
+        return commands[args.command](args)
     except (UsageError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
