@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+from .checkpoint import expected_shapes, load_checkpoint, resolve_checkpoint_dir
 from .config import ModelConfig
 from .files import display_path
 from .quantize import bitsandbytes_module
@@ -82,6 +82,26 @@ def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
         elif key.endswith("attention.wk.weight"):
             value = permute_for_rotate_half(value, cfg.n_kv_heads)
         out[hf_key(key)] = value
+    return out
+
+
+def from_hf_state_dict(hf_sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The inverse of ``to_hf_state_dict``: ``LlamaForCausalLM``'s names and q/k row order -> Meta's.
+
+    A tied model's file holds the embedding once; ``output.weight`` is then the same tensor.
+    """
+    names = {hf_key(key): key for key in expected_shapes(cfg)}
+    out = {}
+    for key, value in hf_sd.items():
+        if key not in names:
+            raise ValueError(f"{key} is not a weight of a Llama model of this config")
+        meta = names[key]
+        if meta.endswith("attention.wq.weight"):
+            value = unpermute_from_rotate_half(value, cfg.n_heads)
+        elif meta.endswith("attention.wk.weight"):
+            value = unpermute_from_rotate_half(value, cfg.n_kv_heads)
+        out[meta] = value
+    out.setdefault("output.weight", out["tok_embeddings.weight"])
     return out
 
 

@@ -77,6 +77,21 @@ def wrong_per_head(x, wq, wk, wv, wo, h, g):  # every query head reads KV head h
     return torch.cat(heads, -1) @ wo.T
 
 
+def forgot_ffn_multiplier(params):  # the SwiGLU size without ffn_dim_multiplier
+    m, dim = params["multiple_of"], params["dim"]
+    return {
+        "hidden_size": dim,
+        "intermediate_size": m * ((int(8 * dim / 3) + m - 1) // m),
+        "num_hidden_layers": params["n_layers"],
+        "num_attention_heads": params["n_heads"],
+        "num_key_value_heads": params["n_kv_heads"],
+        "head_dim": dim // params["n_heads"],
+        "rms_norm_eps": params["norm_eps"],
+        "vocab_size": params["vocab_size"],
+        "rope_theta": params["rope_theta"],
+    }
+
+
 WRONG = {
     "bpe": (leftmost_first_bpe, "' Ouagadougou': got"),
     "bpe_merges": (first_pair_merges, "merge 2: 'low'+'e' occurs 2x, but e+r occurs 3x"),
@@ -132,6 +147,18 @@ WRONG = {
         "no weight decay, step 2",  # at step 1 Adam is sign descent too
     ),
     "lr_schedule": (lambda s, n, peak, w: peak * 0.5 * (1 + math.cos(math.pi * s / n)), "step 0"),
+    "hf_names": (
+        lambda k: k.replace("attention.wq", "self_attn.q_proj").replace("layers.", "model.layers."),
+        "tok_embeddings.weight",
+    ),
+    "rotate_half_rows": (
+        lambda w, h: w.view(h, -1, 2, w.shape[1]).transpose(1, 2).reshape(w.shape[0], w.shape[1]).flip(0),
+        "8 heads of 16 (wq): row 0 should be the original row 0",
+    ),
+    "llama_config_fields": (
+        forgot_ffn_multiplier,
+        "Llama-3.2-1B: intermediate_size: got 5632, expected 8192",
+    ),
     "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
 }
 

@@ -30,6 +30,7 @@ EXPECTED = [
     "10_quantization",
     "11_mixture_of_experts",
     "12_training",
+    "13_transformers",
 ]
 # Modules whose functions and classes are concepts the chapters teach: a chapter that imports
 # one of them relies on a definition some chapter shows on screen.
