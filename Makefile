@@ -18,7 +18,7 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $(STAMP)
 
-## make run: execute notebooks 01..09 in order into build/ (notebooks + HTML) and print a summary
+## make run: execute notebooks 01..13 in order into build/ (notebooks + HTML) and print a summary
 run: $(STAMP)
 	$(PY) -m helpers.tools.book run
 

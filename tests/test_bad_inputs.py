@@ -79,6 +79,12 @@ def fifo_out(t: Path) -> list[str]:
 
 # (what is wrong: f(tmp) -> command-line arguments, the message's start after "error: ",
 #  with PATH for a path the test chose)
+def _with_file(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.txt").write_text("keep me")
+    return folder
+
+
 CASES = [
     ("empty prompt", lambda t: ["generate", "--prompt", ""], "the prompt is empty"),
     ("no prompt at all", lambda t: ["generate"], "one of the arguments --prompt --prompt-file is required"),
@@ -211,6 +217,16 @@ CASES = [
         "logits --out where nothing can be written",
         lambda t: ["logits", "--prompt", PROMPT, "--out", "/proc/logits.pt"],
         "--out /proc/logits.pt cannot be written",
+    ),
+    (
+        "export-hf --out a directory that is not empty",
+        lambda t: ["export-hf", "--out", str(_with_file(t / "mine"))],
+        "--out PATH is not empty: choose a new directory, or pass --force to replace it",
+    ),
+    (
+        "export-hf --out onto a file",
+        lambda t: ["export-hf", "--out", str(_with_file(t) / "notes.txt")],
+        "--out PATH exists and is not a directory",
     ),
 ]
 
