@@ -77,19 +77,8 @@ def wrong_per_head(x, wq, wk, wv, wo, h, g):  # every query head reads KV head h
     return torch.cat(heads, -1) @ wo.T
 
 
-def forgot_ffn_multiplier(params):  # the SwiGLU size without ffn_dim_multiplier
-    m, dim = params["multiple_of"], params["dim"]
-    return {
-        "hidden_size": dim,
-        "intermediate_size": m * ((int(8 * dim / 3) + m - 1) // m),
-        "num_hidden_layers": params["n_layers"],
-        "num_attention_heads": params["n_heads"],
-        "num_key_value_heads": params["n_kv_heads"],
-        "head_dim": dim // params["n_heads"],
-        "rms_norm_eps": params["norm_eps"],
-        "vocab_size": params["vocab_size"],
-        "rope_theta": params["rope_theta"],
-    }
+def forgot_ffn_multiplier(params):  # the solution, but the SwiGLU size without ffn_dim_multiplier
+    return solutions()["llama_config_fields"][1](params | {"ffn_dim_multiplier": None})
 
 
 WRONG = {
