@@ -272,13 +272,23 @@ def test_prefill_memory_grows_linearly_with_the_prompt():
     """A whole-prompt attention holds heads x N x N scores (a 33k-token prompt asked for 34 GB);
     the chunked prefill holds heads x chunk x N. Peak memory, measured in a fresh process
     for two prompt lengths, stays within the estimate and grows ~4x for a 4x longer prompt."""
+    import os
     import subprocess
     import sys
 
+    # glibc raises its mmap threshold after each freed large block and then keeps later ones on
+    # the heap, so the resident peak varied 83-123 MB from run to run for the same 2048-token
+    # prefill; a fixed threshold returns every freed tensor at once (42 MB, run after run)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_ARENA_MAX="1")
     peaks, estimates = [], []
     for n in (2048, 8192):
         out = subprocess.run(
-            [sys.executable, "-c", PEAK_SCRIPT, str(n)], capture_output=True, text=True, timeout=300, check=True
+            [sys.executable, "-c", PEAK_SCRIPT, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env=env,
         ).stdout.split()
         peaks.append(int(out[0]))
         estimates.append(int(out[1]))
@@ -286,7 +296,7 @@ def test_prefill_memory_grows_linearly_with_the_prompt():
     for peak, estimate in zip(peaks, estimates, strict=True):
         assert peak <= 1.2 * estimate + 32 * 2**20, (peaks, estimates)
     assert estimates[1] < whole_prompt_scores / 10
-    assert peaks[1] < 8 * peaks[0], f"peak grew faster than linearly: {peaks}"
+    assert 2 * peaks[0] < peaks[1] < 8 * peaks[0], f"peak did not grow about linearly (4x prompt): {peaks}"
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
