@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .compiled import compiled_step
+from .compiled import compiled_step, for_cpu_kernels
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .memory import PREFILL_CHUNK, check_memory
@@ -129,6 +129,8 @@ def generate(
     total = len(prompt) + max_new_tokens
     cache = KVCache(cfg, total, dtype=dtype, device=device)
     freqs_cis = precompute_freqs_cis(cfg, total).to(device)
+    if compile:  # int8 and int4 weights (chapter 10) in PyTorch's kernels' layout: prompt and steps
+        sd = for_cpu_kernels(sd)
     step = compiled_step(sd) if compile else forward
     new: list[int] = []
     with torch.inference_mode():

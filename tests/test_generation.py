@@ -340,8 +340,11 @@ def test_static_cache_masks_what_is_not_written_yet():
 
 @pytest.mark.parametrize("scheme", ["int8", "int4", "nf4"])
 def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
-    """int8 and int4 run on PyTorch's weight-only kernels, NF4 through Inductor's fused
-    dequantize-and-reduce; in float32 all give the dequantize-on-use path's tokens."""
+    """int8 and int4 run on PyTorch's weight-only kernels (int8's one-row step a generated loop),
+    NF4 through Inductor's fused dequantize-and-reduce; in float32 all give the dequantize-on-use
+    path's tokens."""
+    from torch._inductor.utils import run_and_get_code
+
     from helpers.compiled import KernelWeight, for_cpu_kernels
     from helpers.quantize import quantize_state_dict
 
@@ -350,7 +353,12 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     kinds = {type(v).__name__ for v in for_cpu_kernels(q).values() if not isinstance(v, torch.Tensor)}
     assert kinds == ({"QuantizedWeight"} if scheme == "nf4" else {KernelWeight.__name__})
     prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
-    assert generate(prompt, q, cfg, 16, compile=True) == generate(prompt, q, cfg, 16)
+    with torch._inductor.config.patch(fx_graph_cache=False):  # compile here, to read the code
+        tokens, code = run_and_get_code(generate, prompt, q, cfg, 16, compile=True)
+    assert tokens == generate(prompt, q, cfg, 16)
+    # the compiled step's products: int8 a generated loop over the codes, int4 PyTorch's kernel
+    assert code and ("_weight_int8pack_mm" in "\n".join(code)) is False
+    assert ("_weight_int4pack_mm_for_cpu" in "\n".join(code)) is (scheme == "int4")
     for key in ("layers.0.attention.wq.weight", "layers.1.feed_forward.w2.weight"):
         x = torch.randn(3, q[key].shape[1])
         torch.testing.assert_close(for_cpu_kernels(q)[key].linear(x), q[key].linear(x), rtol=1e-5, atol=1e-5)
