@@ -5,8 +5,8 @@ import math
 import nbformat
 import torch
 
-from helpers.checkpoint import expected_shapes, parameter_count
-from helpers.config import llama_3_2_1b_config
+from helpers.checkpoint import expected_shapes, parameter_count, random_state_dict
+from helpers.config import ModelConfig, llama_3_2_1b_config
 from helpers.tools import book
 from helpers.tools.bench import EAGER, bytes_per_token, summarize
 
@@ -84,6 +84,20 @@ def test_bytes_read_per_token_count_the_quantized_scales():
     rows = sum(s[0] for k, s in expected_shapes(cfg).items() if ".attention.w" in k or ".feed_forward." in k)
     assert bytes_per_token(cfg, torch.bfloat16, "int8") == rest + projections + 2 * rows
     assert bytes_per_token(cfg, torch.bfloat16, "int4") == rest + projections // 2 + projections // 64 * 4
+
+
+def test_profile_times_exactly_the_matrices_a_step_reads():
+    """--profile's projections and LM head, with the norms and one embedding row, are the bytes
+    bytes_per_token says a step reads, for every format: no matrix left out or counted twice."""
+    from helpers.tools.bench import where_time_goes
+
+    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=64)
+    rows = where_time_goes(cfg, random_state_dict(cfg), rounds=1, steps=1)
+    assert [r["weights"] for r in rows] == ["bfloat16", "int8", "int4"]
+    norms_and_row = (2 * cfg.n_layers + 1) * cfg.dim * 2 + cfg.dim * 2
+    for r, scheme in zip(rows, (None, "int8", "int4"), strict=True):
+        read = r["projections"]["bytes"] + r["LM head"]["bytes"] + norms_and_row
+        assert read == bytes_per_token(cfg, torch.bfloat16, scheme), r["weights"]
 
 
 def test_run_book_names_the_failing_notebook(tmp_path, monkeypatch, capsys):

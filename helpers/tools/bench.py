@@ -204,6 +204,90 @@ def roofline_fraction(group: dict, impl: str) -> float:
     return round(statistics.median(fractions), 3)
 
 
+def where_time_goes(cfg: ModelConfig, sd: dict, schemes=QUANTIZED, rounds: int = 5, steps: int = 16) -> list[dict]:
+    """``--profile``: per weight format, one compiled decode step against its matrix products alone.
+
+    The products -- the step's 7 L projections, then its LM head, one row each -- run through the
+    same ``linear``, compiled with the same one-row rewrite as in the step, back to back on the
+    same weights. Their times against the step's say where its time goes; their bytes over their
+    time, next to the streaming read of the same round, say whether they wait on memory (near
+    the bandwidth) or on arithmetic (well below it). Formats take turns in each round; medians."""
+    from ..compiled import _decompose_one_row_products, compiled_step
+    from ..generation import prefill
+    from ..kv_cache import KVCache
+    from ..linear import linear
+    from ..quantize import is_projection
+    from ..rope import precompute_freqs_cis
+
+    sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
+    sd["output.weight"] = sd["tok_embeddings.weight"]
+    formats = {"bfloat16": sd} | {s: for_cpu_kernels(quantize_state_dict(sd, s)) for s in schemes}
+    prompt = torch.tensor(prompt_ids(cfg))
+    total = len(prompt) + steps
+    freqs = precompute_freqs_cis(cfg, total)
+    products = torch.compile(lambda xs, ws: [linear(x, w) for x, w in zip(xs, ws, strict=True)], dynamic=False)
+
+    def time_step(weights, step) -> float:
+        cache = KVCache(cfg, total, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            token = prefill(prompt, weights, cfg, freqs, cache).argmax(-1, keepdim=True)
+            start = time.perf_counter()
+            for pos in range(len(prompt), total):
+                token = step(token, weights, cfg, freqs, cache, pos, last_only=True)[-1].argmax(-1, keepdim=True)
+            return (time.perf_counter() - start) / steps
+
+    def time_products(ws) -> float:
+        xs = [torch.randn(1, w.shape[1], dtype=torch.bfloat16) for w in ws]
+        with torch.inference_mode(), _decompose_one_row_products():
+            products(xs, ws)  # compiles once per list of shapes
+            start = time.perf_counter()
+            for _ in range(steps):
+                products(xs, ws)
+            return (time.perf_counter() - start) / steps
+
+    parts = {
+        name: {"projections": [w[k] for k in w if is_projection(k)], "LM head": [w["output.weight"]]}
+        for name, w in formats.items()
+    }
+    steps_of = {name: compiled_step(w) for name, w in formats.items()}
+    for name, w in formats.items():  # compile and warm up
+        time_step(w, steps_of[name])
+    times = {name: {"step": [], "projections": [], "LM head": []} for name in formats}
+    bandwidth = []
+    for _ in range(rounds):
+        bandwidth.append(measure_bandwidth())
+        for name, w in formats.items():
+            times[name]["step"].append(time_step(w, steps_of[name]))
+            for part, ws in parts[name].items():
+                times[name][part].append(time_products(ws))
+    rows = []
+    for name in formats:
+        t = {part: statistics.median(ts) for part, ts in times[name].items()}
+        row = {"weights": name, "step_ms": round(t["step"] * 1e3, 2)}
+        for part, ws in parts[name].items():
+            nbytes = sum(_nbytes(w) for w in ws)
+            row[part] = {
+                "ms": round(t[part] * 1e3, 2),
+                "bytes": nbytes,
+                "GBps": round(nbytes / t[part] / 1e9, 1),
+            }
+        row["rest_ms"] = round((t["step"] - t["projections"] - t["LM head"]) * 1e3, 2)
+        row["bandwidth_GBps"] = round(statistics.median(bandwidth), 1)
+        rows.append(row)
+    return rows
+
+
+def print_profile(rows: list[dict]) -> None:
+    print(f"\nstreaming read {rows[0]['bandwidth_GBps']:.1f} GB/s (median of the rounds)")
+    print(f"{'weights':<10}{'step ms':>9}{'projections ms (GB/s)':>23}{'LM head ms (GB/s)':>20}{'rest ms':>9}")
+    for r in rows:
+        proj, head = r["projections"], r["LM head"]
+        print(
+            f"{r['weights']:<10}{r['step_ms']:>9.1f}{proj['ms']:>14.1f} ({proj['GBps']:>5.1f}){head['ms']:>12.1f} "
+            f"({head['GBps']:>5.1f}){r['rest_ms']:>9.1f}"
+        )
+
+
 def nbval_suite_seconds() -> float:
     """Wall time of `pytest --nbval notebooks/` on the embedded checkpoint."""
     env = os.environ | {"LLAMA_CHECKPOINT": str(TINY_DIR), "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
@@ -358,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-nbval", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default build/bench)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only: where a 1B-shape decode step's time goes, per weight format (writes profile.json)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -366,6 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: no CUDA GPU is visible to PyTorch here")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    if args.profile:
+        if cuda:
+            parser.error("--profile times the CPU kernels: run it without --device cuda")
+        rows = where_time_goes(llama_3_2_1b_config(), random_state_dict(llama_3_2_1b_config(), seed=0))
+        text = json.dumps({"machine": machine("cpu"), "torch": torch.__version__, "rows": rows}, indent=2) + "\n"
+        atomic_write(args.out / "profile.json", lambda tmp: tmp.write_text(text))
+        print_profile(rows)
+        print(f"wrote profile.json in {display_path(args.out)}")
+        return 0
 
     groups = []
     tiny_cfg, tiny_sd = load_checkpoint(TINY_DIR, dtype=torch.float32)
