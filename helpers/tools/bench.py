@@ -9,8 +9,8 @@ one run on one machine. Implementations, in the results' names:
 - ``scratch-cache`` eager, the same without compiling (the code as the chapters run it):
                       in the printed table, the figure and details.json, not in results.json;
 - ``scratch-cache`` int8 / int4: the same compiled step on weights quantized as chapter 10
-                      does (the seven projections; int8 per row, int4 per block of 64) and run
-                      by PyTorch's weight-only kernels (CPU only);
+                      does (the seven projections; int8 per row, int4 per block of 64), laid
+                      out once for PyTorch's weight-only kernels (helpers/compiled.py; CPU only);
 - ``scratch-nocache`` the uncached loop of chapter 08 (tiny model only: quadratic);
 - ``transformers``    LlamaForCausalLM.generate with its own cache, same weights and dtype;
 
@@ -23,6 +23,9 @@ Decoding one token must read every weight once, so memory bandwidth bounds it: t
 roofline of a round is that round's bandwidth / the bytes of weights read per token
 (scales included). Each 1B row reports ``roofline_fraction``: the median over rounds of
 (that round's tokens/s / that round's roofline).
+
+``--profile`` instead times, per weight format, the compiled step against its matrix
+products alone (``where_time_goes``): where the step's time goes, and at what GB/s.
 
 Writes build/bench/results.json (a fixed schema, tested; results-cuda.json with
 ``--device cuda``), details.json (every timing, compile times, the machine) and
