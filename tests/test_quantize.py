@@ -168,9 +168,11 @@ def cli(*args):
 
 
 def test_cli_quantize_still_answers_paris_and_writes_the_quantized_logits(tmp_path):
-    for scheme in ("int8", "nf4"):
-        r = cli("generate", "--prompt", "The capital of France is", "--max-new-tokens", "2", "--quantize", scheme)
-        assert r.returncode == 0 and r.stdout.startswith("The capital of France is Paris"), r.stderr
+    for scheme, *options in (("int8",), ("nf4",), ("int4", "--compile")):
+        r = cli(
+            "generate", "--prompt", "The capital of France is", "--max-new-tokens", "2", "--quantize", scheme, *options
+        )
+        assert r.returncode == 0 and r.stdout.startswith("The capital of France is Paris"), (scheme, r.stderr)
     out = tmp_path / "q.pt"
     r = cli("logits", "--prompt", "The capital of France is", "--quantize", "int4", "--out", str(out))
     assert r.returncode == 0, r.stderr
