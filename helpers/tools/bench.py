@@ -139,13 +139,19 @@ LABELS = {
 }
 
 
+def tied_in(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The weights in ``dtype``, the LM head the embedding table again (one tensor, read once)."""
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    sd["output.weight"] = sd["tok_embeddings.weight"]
+    return sd
+
+
 def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress, schemes=()) -> dict:
     """Time every implementation on one (model, dtype): a short warm-up each (the compile
     happens there), then rounds in which they take turns. Each rate is the median over the rounds."""
     from ..hf import hf_model
 
-    sd = {k: v.to(dtype) for k, v in sd.items()}
-    sd["output.weight"] = sd["tok_embeddings.weight"]
+    sd = tied_in(sd, dtype)
     model = hf_model(sd, cfg, dtype).to(device)
     sd = {k: v.to(device) for k, v in sd.items()}
     ids = prompt_ids(cfg)
@@ -222,8 +228,7 @@ def where_time_goes(cfg: ModelConfig, sd: dict, schemes=QUANTIZED, rounds: int =
     from ..quantize import is_projection
     from ..rope import precompute_freqs_cis
 
-    sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
-    sd["output.weight"] = sd["tok_embeddings.weight"]
+    sd = tied_in(sd, torch.bfloat16)
     formats = {"bfloat16": sd} | {s: for_cpu_kernels(quantize_state_dict(sd, s)) for s in schemes}
     prompt = torch.tensor(prompt_ids(cfg))
     total = len(prompt) + steps
