@@ -22,9 +22,23 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) -m helpers.tools.book run
 
-## make test: unit, property and oracle tests, then every notebook re-executed and compared (nbval)
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+# Another processor, seen from this one: PyTorch's and oneDNN's kernels limited to AVX2 (a laptop
+# without AVX-512; on ARM, PyTorch's portable kernels), and MKL's vendor-neutral code path, which
+# sums float32 products in another order. The committed outputs and the numeric tests must hold.
+ifeq ($(shell uname -m),x86_64)
+OTHER_CPU := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE
+else
+OTHER_CPU := ATEN_CPU_CAPABILITY=default
+endif
+NUMERIC_TESTS := tests/test_parity_hf.py tests/test_parity_meta.py tests/test_generation.py tests/test_quantize.py
+
+## make test: unit, property and oracle tests and every notebook re-executed and compared (nbval), then
+## the notebooks and the numeric tests again with another processor's kernels
 test: $(STAMP) lint
-	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests $(NBVAL)
+	@echo "== again, with another processor's kernels: $(OTHER_CPU)"
+	$(OFFLINE) $(OTHER_CPU) $(PY) -m pytest -p no:cacheprovider $(NUMERIC_TESTS) $(NBVAL)
 
 lint: $(STAMP)
 	$(PY) -m ruff check helpers tests notebooks

@@ -25,9 +25,9 @@ from .generation import generate, generate_uncached
 from .kv_cache import KVCache, cache_bytes_per_token
 from .linear import linear
 from .model import embed, forward, hidden_states, lm_head, transformer_block
-from .rmsnorm import rms_norm
+from .rmsnorm import at_least_float32, rms_norm
 from .rope import apply_rotary_emb, precompute_freqs_cis, rope_frequencies, scale_frequencies
-from .sampling import apply_temperature, greedy, sample_next_token, top_k_filter, top_p_filter
+from .sampling import apply_temperature, greedy, probabilities, sample_next_token, top_k_filter, top_p_filter
 from .tokenizer import Tokenizer, TokenizerError
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "TokenizerError",
     "apply_rotary_emb",
     "apply_temperature",
+    "at_least_float32",
     "attention",
     "cache_bytes_per_token",
     "causal_mask",
@@ -58,6 +59,7 @@ __all__ = [
     "load_checkpoint",
     "parameter_count",
     "precompute_freqs_cis",
+    "probabilities",
     "repeat_kv",
     "resolve_checkpoint_dir",
     "rms_norm",

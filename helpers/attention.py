@@ -9,6 +9,7 @@ import torch
 
 from .config import ModelConfig
 from .linear import linear
+from .rmsnorm import at_least_float32
 from .rope import apply_rotary_emb
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def scaled_dot_product(
 
     q: (..., n_heads, Nq, hd); k, v: (..., n_kv_heads, Nk, hd) -> (..., n_heads, Nq, hd).
     mask: (Nq, Nk) additive; by default the causal mask of these shapes. The softmax runs
-    in float32, as in Meta's reference.
+    in (at least) float32, as in Meta's reference.
     """
     n_rep = q.shape[-3] // k.shape[-3]
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
@@ -49,7 +50,7 @@ def scaled_dot_product(
     if mask is None:
         mask = causal_mask(q.shape[-2], k.shape[-2], q.device)
     scores = scores + mask.to(scores.dtype)
-    weights = torch.softmax(scores.float(), dim=-1).type_as(q)
+    weights = torch.softmax(at_least_float32(scores), dim=-1).type_as(q)
     return weights @ v
 
 

@@ -15,7 +15,7 @@ from .config import ModelConfig
 from .feed_forward import feed_forward
 from .linear import linear
 from .moe import moe_config, moe_feed_forward
-from .rmsnorm import rms_norm
+from .rmsnorm import at_least_float32, rms_norm
 from .rope import precompute_freqs_cis
 
 if TYPE_CHECKING:
@@ -111,8 +111,8 @@ def hidden_states(
 
 
 def lm_head(h: torch.Tensor, sd: dict[str, torch.Tensor], cfg: ModelConfig) -> torch.Tensor:
-    """Final RMSNorm, then the (tied) output matrix: (..., N, d) -> float32 logits (..., N, V)."""
-    return linear(rms_norm(h, sd["norm.weight"], cfg.norm_eps), sd["output.weight"]).float()
+    """Final RMSNorm, then the (tied) output matrix: (..., N, d) -> logits (..., N, V), at least float32."""
+    return at_least_float32(linear(rms_norm(h, sd["norm.weight"], cfg.norm_eps), sd["output.weight"]))
 
 
 def forward_hidden(
@@ -140,7 +140,7 @@ def forward(
     start_pos: int = 0,
     last_only: bool = False,
 ) -> torch.Tensor:
-    """Logits: tokens (N,) or (B, N) -> float32 (..., N, V), or (..., 1, V) with ``last_only``.
+    """Logits: tokens (N,) or (B, N) -> (..., N, V) in at least float32, or (..., 1, V) with ``last_only``.
 
     freqs_cis may be precomputed for at least start_pos + N positions. With a
     ``kv_cache``, ``tokens`` are the positions start_pos .. start_pos+N-1 and the

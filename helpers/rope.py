@@ -12,6 +12,7 @@ import math
 import torch
 
 from .config import ModelConfig
+from .rmsnorm import at_least_float32
 
 
 def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
@@ -65,7 +66,7 @@ def apply_rotary_emb(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor
     """
 
     def rotate(x: torch.Tensor) -> torch.Tensor:
-        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (..., N, H, head_dim/2)
+        pairs = torch.view_as_complex(at_least_float32(x).reshape(*x.shape[:-1], -1, 2))  # (..., N, H, head_dim/2)
         rotated = pairs * freqs_cis.unsqueeze(-2)  # broadcast over heads
         return torch.view_as_real(rotated).flatten(-2).type_as(x)
 

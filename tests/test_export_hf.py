@@ -58,7 +58,7 @@ def test_export_loads_with_auto_classes_and_matches_the_book(tmp_path, name):
     with torch.no_grad():
         theirs = model(ids).logits[0]
     diff = (theirs - forward(ids[0], sd, cfg)).abs().max().item()
-    assert diff <= 2e-5, f"{name}: logits differ by {diff:.2e}"
+    assert diff <= 2e-5, f"{name}: logits differ by {diff:.2e}"  # test_parity_meta.py's bar
 
 
 def test_exported_tokenizer_encodes_and_decodes_like_meta(tmp_path, tokenizer):
