@@ -6,69 +6,76 @@ linear, attention, rope, feed_forward, model, sampling, generation, kv_cache, co
 files (safe writes), artifacts and stages (tensors passed between chapters), plots,
 check (exercise self-checks). ``helpers.tools`` holds the tooling (make run, make bench,
 make weights, make tiny-model, the command line), which the chapters do not teach.
+
+Importing the package itself is cheap: each name below is imported from its module the first
+time it is asked for (PEP 562), so that ``python -m helpers`` starts before torch is loaded and
+can answer a Ctrl-C during start-up with one line.
 """
 
-from .attention import attention, causal_mask, repeat_kv, scaled_dot_product
-from .checkpoint import (
-    CheckpointError,
-    checkpoint_name,
-    expected_shapes,
-    load_checkpoint,
-    parameter_count,
-    resolve_checkpoint_dir,
-    save_checkpoint,
-)
-from .config import ConfigError, ModelConfig, llama_3_2_1b_config
-from .feed_forward import feed_forward
-from .files import display_path
-from .generation import generate, generate_uncached
-from .kv_cache import KVCache, cache_bytes_per_token
-from .linear import linear
-from .model import embed, forward, hidden_states, lm_head, transformer_block
-from .rmsnorm import at_least_float32, rms_norm
-from .rope import apply_rotary_emb, precompute_freqs_cis, rope_frequencies, scale_frequencies
-from .sampling import apply_temperature, greedy, probabilities, sample_next_token, top_k_filter, top_p_filter
-from .tokenizer import Tokenizer, TokenizerError
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "KVCache",
-    "ModelConfig",
-    "Tokenizer",
-    "TokenizerError",
-    "apply_rotary_emb",
-    "apply_temperature",
-    "at_least_float32",
-    "attention",
-    "cache_bytes_per_token",
-    "causal_mask",
-    "checkpoint_name",
-    "display_path",
-    "embed",
-    "expected_shapes",
-    "feed_forward",
-    "forward",
-    "generate",
-    "generate_uncached",
-    "greedy",
-    "hidden_states",
-    "linear",
-    "llama_3_2_1b_config",
-    "lm_head",
-    "load_checkpoint",
-    "parameter_count",
-    "precompute_freqs_cis",
-    "probabilities",
-    "repeat_kv",
-    "resolve_checkpoint_dir",
-    "rms_norm",
-    "rope_frequencies",
-    "sample_next_token",
-    "save_checkpoint",
-    "scale_frequencies",
-    "scaled_dot_product",
-    "top_k_filter",
-    "top_p_filter",
-    "transformer_block",
-]
+import importlib
+import sys
+import types
+
+_WHERE = {  # each name the package exports, and the module that defines it
+    "CheckpointError": "checkpoint",
+    "ConfigError": "config",
+    "KVCache": "kv_cache",
+    "ModelConfig": "config",
+    "Tokenizer": "tokenizer",
+    "TokenizerError": "tokenizer",
+    "apply_rotary_emb": "rope",
+    "apply_temperature": "sampling",
+    "at_least_float32": "rmsnorm",
+    "attention": "attention",
+    "cache_bytes_per_token": "kv_cache",
+    "causal_mask": "attention",
+    "checkpoint_name": "checkpoint",
+    "display_path": "files",
+    "embed": "model",
+    "expected_shapes": "checkpoint",
+    "feed_forward": "feed_forward",
+    "forward": "model",
+    "generate": "generation",
+    "generate_uncached": "generation",
+    "greedy": "sampling",
+    "hidden_states": "model",
+    "linear": "linear",
+    "llama_3_2_1b_config": "config",
+    "lm_head": "model",
+    "load_checkpoint": "checkpoint",
+    "parameter_count": "checkpoint",
+    "precompute_freqs_cis": "rope",
+    "probabilities": "sampling",
+    "repeat_kv": "attention",
+    "resolve_checkpoint_dir": "checkpoint",
+    "rms_norm": "rmsnorm",
+    "rope_frequencies": "rope",
+    "sample_next_token": "sampling",
+    "save_checkpoint": "checkpoint",
+    "scale_frequencies": "rope",
+    "scaled_dot_product": "attention",
+    "top_k_filter": "sampling",
+    "top_p_filter": "sampling",
+    "transformer_block": "model",
+}
+__all__ = sorted(_WHERE)
+
+
+class _Package(types.ModuleType):
+    """The package, whose exported names resolve to their definitions on first use. A name that
+    is also a module's (``attention``, ``linear``, ``feed_forward``) means the function, as it did
+    when the package imported everything eagerly; the modules stay importable by their path."""
+
+    def __getattribute__(self, name: str):
+        module = _WHERE.get(name)
+        if module is not None:
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return super().__getattribute__(name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(__all__))
+
+
+sys.modules[__name__].__class__ = _Package

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import WEIGHTS_FILE, checkpoint_name
-from .files import REPO_ROOT, atomic_write, display_path
+from .files import REPO_ROOT, atomic_write, atomic_write_text, display_path
 
 # BOOK_ARTIFACTS moves them (the tests run a chapter "cold" in an empty folder)
 ARTIFACTS_DIR = Path(os.environ.get("BOOK_ARTIFACTS") or REPO_ROOT / "artifacts")
@@ -34,14 +34,15 @@ class ArtifactError(RuntimeError):
 def file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
     """SHA-256 of a file's bytes, remembered in ``<cache_dir>/.content-hashes.json``.
 
-    The cache is keyed by the file's real path, size, modification time and inode: a
-    2.5 GB checkpoint is hashed once (a few seconds), not by every chapter, and any
-    rewrite of the file (which changes its mtime) is hashed again.
+    The cache is keyed by the file's real path, size, modification time, inode and inode
+    change time: a 2.5 GB checkpoint is hashed once (a few seconds), not by every chapter,
+    and any write to the file is hashed again -- even one that restores the modification
+    time afterwards, since no program can set the change time back.
     """
     path = Path(path)
     st = path.stat()
     key = os.path.realpath(path)
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
     cache_file = Path(cache_dir or ARTIFACTS_DIR) / _HASH_CACHE
     try:
         cache = json.loads(cache_file.read_text())
@@ -58,7 +59,7 @@ def file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(cache, indent=1)
-        atomic_write(cache_file, lambda tmp: tmp.write_text(text), "hash cache")
+        atomic_write_text(cache_file, text, "hash cache")
     except OSError:
         pass  # a read-only checkout: hash again next time
     return digest.hexdigest()
@@ -117,7 +118,15 @@ def save_artifact(
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     payload = {"provenance": provenance(ckpt_dir, prompt, dtype, root), "tensors": tensors}
     payload["sha256"] = tensors_sha256(tensors)
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp), "artifact")
+    return atomic_write(path, lambda f: torch.save(payload, f), "artifact")
+
+
+def _short(value, width: int = 40) -> str:
+    """repr(value), cut in the middle when long: a 10 KB prompt is named, not printed."""
+    text = repr(value)
+    return (
+        text if len(text) <= width else f"{text[: width // 2]}…{text[-width // 2 :]} ({len(str(value)):,} characters)"
+    )
 
 
 def load_artifact(
@@ -144,7 +153,7 @@ def load_artifact(
             f"{display_path(path)} was altered after it was saved (its hash differs): re-run {notebook}"
         )
     wanted = provenance(ckpt_dir, prompt, dtype, root)
-    diffs = [f"{k} {found.get(k)!r} (now {v!r})" for k, v in wanted.items() if found.get(k) != v]
+    diffs = [f"{k} {_short(found.get(k))} (now {_short(v)})" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
         raise ArtifactError(
             f"{display_path(path)} was computed with another " + ", ".join(diffs) + f": re-run {notebook}"

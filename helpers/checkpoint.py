@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
-from .files import REPO_ROOT, atomic_write, display_path
+from .config import MAX_PARAMS_BYTES, ModelConfig
+from .files import REPO_ROOT, atomic_write, atomic_write_text, display_path, read_bounded
 
 MODELS_DIR = REPO_ROOT / "models"
 REAL_1B_DIR = MODELS_DIR / "Llama-3.2-1B" / "original"
@@ -108,6 +108,9 @@ def parameter_count(cfg: ModelConfig, include_output: bool = False) -> int:
     return total
 
 
+WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what every kernel the book uses accepts
+
+
 def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) -> dict[str, torch.Tensor]:
     """Check every key and shape against the config; return the state dict with output tied.
 
@@ -124,8 +127,12 @@ def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) 
             )
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
-        if not value.is_floating_point():
-            raise CheckpointError(f"{source}: {key} has dtype {value.dtype}, expected a floating-point dtype")
+        if value.layout != torch.strided:
+            raise CheckpointError(f"{source}: {key} is a {value.layout} tensor; the book reads dense tensors only")
+        if value.dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(
+                f"{source}: {key} has dtype {value.dtype}; the book reads {', '.join(map(str, WEIGHT_DTYPES))}"
+            )
     for key, shape in expected.items():
         if key not in sd:
             if key == "output.weight":
@@ -237,9 +244,9 @@ def save_checkpoint(
     sd = validate_state_dict(sd, cfg, source="state dict to save")
     # Tied tensors (output.weight is tok_embeddings.weight) are stored once.
     tensors = map_tensors(sd, lambda t: t.detach().to(dtype or t.dtype).contiguous().clone())
-    atomic_write(ckpt_dir / WEIGHTS_FILE, lambda tmp: torch.save(tensors, tmp), "checkpoint file")
+    atomic_write(ckpt_dir / WEIGHTS_FILE, lambda f: torch.save(tensors, f), "checkpoint file")
     text = json.dumps(cfg.to_params(), indent=2) + "\n"
-    atomic_write(ckpt_dir / "params.json", lambda tmp: tmp.write_text(text), "checkpoint file")
+    atomic_write_text(ckpt_dir / "params.json", text, "checkpoint file")
     return ckpt_dir
 
 
@@ -282,7 +289,8 @@ def params_vocab_size(ckpt_dir: str | Path | None) -> int | None:
     if ckpt_dir is None:
         return None
     try:
-        value = json.loads((Path(ckpt_dir) / "params.json").read_text()).get("vocab_size")
-    except (OSError, ValueError, AttributeError):
+        text = read_bounded(Path(ckpt_dir) / "params.json", MAX_PARAMS_BYTES, "params.json", "read by the loader")
+        value = json.loads(text).get("vocab_size")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -97,6 +97,8 @@ def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
     """The same int8 or int4 weight in the kernels' layout (exactly the same values); NF4 has no
     kernel and stays as it is (compiled, Inductor fuses its dequantization into the product)."""
     out_features, in_features = w.shape
+    if w.scheme == "int4" and in_features % BLOCK:
+        return w  # the kernel's groups of 64 run along a row: such a matrix stays on the dequantize path
     if w.scheme == "int8":
         return KernelWeight("int8", w.shape, w.codes, w.scales.to(w.dtype))
     if w.scheme == "int4":

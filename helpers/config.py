@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .files import display_path
+from .files import FileTooLarge, display_path, read_bounded
 
 # Llama 3.2's RoPE scaling (Hugging Face config of Llama-3.2-1B, rope_type "llama3").
 # Meta's llama-models 0.3.0 reference hard-codes factor 8, the Llama 3.1 value
@@ -45,6 +45,7 @@ PARAMS_KEYS = tuple(LLAMA_3_2_1B_PARAMS)
 # asking for more is a typo, refused before anything is built from it.
 MAX_LAYERS = 1024
 MAX_PARAMETERS = 10**12
+MAX_PARAMS_BYTES = 1 << 20  # a params.json is a few hundred bytes; a file of a megabyte is something else
 
 _INTS = (
     "dim",
@@ -105,6 +106,11 @@ class ModelConfig:
             raise ConfigError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:
             raise ConfigError(f"head_dim ({self.head_dim}) must be even for RoPE")
+        if self.ffn_hidden_dim < 1:
+            raise ConfigError(
+                f"ffn_dim_multiplier = {self.ffn_dim_multiplier} makes the feed-forward's hidden size "
+                f"{self.ffn_hidden_dim}: it must be at least 1"
+            )
         if self.n_parameters > MAX_PARAMETERS:
             raise ConfigError(
                 f"params.json describes {self.n_parameters:.3g} parameters, more than {MAX_PARAMETERS:.0e}: "
@@ -175,9 +181,15 @@ class ModelConfig:
                 "holds params.json, consolidated.00.pth and (optionally) tokenizer.model"
             )
         try:
-            params = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{display_path(path)} is not valid JSON: {err}") from err
+            data = read_bounded(path, MAX_PARAMS_BYTES, display_path(path), "a params.json is a few hundred bytes")
+        except FileTooLarge as err:
+            raise ConfigError(str(err)) from err
+        try:
+            params = json.loads(data.decode("utf-8"))
+        except RecursionError as err:
+            raise ConfigError(f"{display_path(path)} is nested too deeply to be a params.json") from err
+        except (ValueError, UnicodeDecodeError) as err:  # bad JSON, or a number of thousands of digits
+            raise ConfigError(f"{display_path(path)} is not a valid params.json: {err}") from err
         if not isinstance(params, dict):
             raise ConfigError(f"{display_path(path)} must hold a JSON object")
         try:

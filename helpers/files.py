@@ -1,19 +1,32 @@
-"""Writing files safely and printing paths: the one place both are done.
+"""Writing and reading files safely, and printing paths: the one place all three are done.
 
 Every file the book writes (checkpoints, artifacts, logits, exports) goes through
-``atomic_write``: the data goes to a temporary file beside the target, which is
-renamed over the target only when it is complete, so an interrupted or failed
-write leaves the old file (or nothing) and never half a file.
+``atomic_write``: the data goes to a new temporary file beside the target, created
+exclusively under an unpredictable name (``mkstemp``: a planted file or symbolic link
+cannot be written through), which is renamed over the target only when it is complete.
+An interrupted or failed write leaves the old file (or nothing) and never half a file.
+A directory (``export-hf``) is built the same way by ``new_directory``: in a temporary
+directory beside the target, moved into place by one rename that the kernel refuses onto
+a non-empty directory. Every file the book reads whole goes through ``read_bounded``,
+which refuses one larger than such a file can sensibly be.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Temporary names are ".<the target's name, cut to this>.<random>.tmp": a target name of up to
+# 255 bytes (the usual file system limit) still leaves room for the rest.
+_NAME_PREFIX = 40
 
 
 def display_path(path: str | Path) -> str:
@@ -28,6 +41,24 @@ def display_path(path: str | Path) -> str:
         except ValueError:
             pass
     return str(path)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether an error (OSError, or a library's own wrapping of one) means the disk is full."""
+    return getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)
+
+
+def temporary_name(path: Path, kind: str = "tmp") -> str:
+    """The prefix of a temporary file or directory beside ``path`` (mkstemp/mkdtemp add the random part)."""
+    return f".{path.name[:_NAME_PREFIX]}.{kind}-"
+
+
+def new_file_mode(directory: bool = False) -> int:
+    """The permissions a newly created file (or directory) gets under the current umask; mkstemp
+    and mkdtemp make them private (0600, 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def check_writable_target(path: str | Path, what: str = "output") -> Path:
@@ -48,31 +79,155 @@ def check_writable_target(path: str | Path, what: str = "output") -> Path:
         raise OSError(f"{what} {path} is {kind}: give the name of a file to create or replace")
     if not path.parent.is_dir():
         raise OSError(f"{what} {path}: the folder {path.parent} does not exist")
-    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
     try:  # can a file be created there at all? (permissions, a read-only or virtual file system)
-        probe.touch(exist_ok=False)
+        fd, probe = tempfile.mkstemp(prefix=temporary_name(path, "probe"), dir=path.parent)
     except OSError as err:
         raise OSError(f"{what} {path} cannot be written: {err.strerror} in {path.parent}") from err
-    probe.unlink()
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], what: str = "output") -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str = "output") -> Path:
+    """Call ``write(f)`` on a new temporary file ``f`` (open for binary writing) beside ``path``,
+    then rename it onto ``path``.
 
-    On any failure (an exception, Ctrl-C) the temporary file is removed and ``path`` is
-    left as it was. Raises OSError with the target's name if it cannot be written.
+    The temporary file is created with O_CREAT | O_EXCL under a random name, and written
+    through the descriptor that created it, so nothing planted beside the target is ever
+    followed. On any failure (an exception, Ctrl-C) it is removed and ``path`` is left as
+    it was. Raises OSError with the target's name if it cannot be written.
     """
     path = check_writable_target(path, what)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd, name = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except RuntimeError as err:  # torch.save reports an unwritable file as RuntimeError
-        reason = str(err).strip().splitlines()[-1].split("strerror:")[-1].strip()
-        raise OSError(f"{what} {path} could not be written: {reason}") from err
-    except PermissionError as err:
-        raise OSError(f"{what} {path} could not be written: permission denied") from err
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)  # a symbolic link at ``path`` is replaced, its target left alone
+    except (RuntimeError, OSError) as err:  # torch.save reports an unwritable file as RuntimeError
+        if is_disk_full(err):
+            raise OSError(f"{what} {path} could not be written: the disk is full (nothing was left behind)") from err
+        if isinstance(err, PermissionError):
+            raise OSError(f"{what} {path} could not be written: permission denied") from err
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[-1]
+        raise OSError(f"{what} {path} could not be written: {reason.split('strerror:')[-1].strip()}") from err
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str, what: str = "output") -> Path:
+    """``atomic_write`` of a UTF-8 text."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), what)
+
+
+class FileTooLarge(ValueError):
+    """A file larger than such a file can be: refused before it is read whole."""
+
+
+def read_bounded(path: str | Path, limit: int, what: str, why: str) -> bytes:
+    """The bytes of a file, refused if it holds more than ``limit`` bytes (checked while
+    reading, so a device or a FIFO that never ends is refused too, after ``limit`` bytes).
+    ``what`` names the file in the message, ``why`` says what a real one weighs."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(f"{what} is larger than {limit:,} bytes ({why}): not read")
+    return data
+
+
+def _resolve_destination(out: Path, what: str) -> Path:
+    """``out`` itself, or, if it is a symbolic link, the directory it points at (checked now,
+    before any work: a loop or a link to nothing is refused)."""
+    if not out.is_symlink():
+        return out
+    try:
+        target = Path(os.path.realpath(out, strict=True))
+    except OSError as err:
+        problem = "a symbolic-link loop" if err.errno == errno.ELOOP else "a symbolic link to nothing"
+        raise ValueError(f"{what} {display_path(out)} is {problem}: give a directory to create or replace") from err
+    if not target.is_dir():
+        raise ValueError(f"{what} {display_path(out)} exists and is not a directory")
+    return target
+
+
+def _check_not_the_source(out: Path, source: Path, what: str) -> None:
+    dest, src = Path(os.path.realpath(out)), Path(os.path.realpath(source))
+    if dest == src or dest in src.parents or src in dest.parents:
+        relation = "is" if dest == src else ("contains" if dest in src.parents else "is inside")
+        raise ValueError(
+            f"{what} {display_path(out)} {relation} the directory being read ({display_path(source)}): "
+            "writing there could destroy it; choose another directory"
+        )
+
+
+@contextlib.contextmanager
+def new_directory(out: str | Path, force: bool = False, what: str = "--out", source: str | Path | None = None):
+    """A new private directory beside ``out`` to fill in the ``with`` block; moved into place as
+    ``out`` when the block succeeds, removed when it fails (also on Ctrl-C and, through the
+    command line's signal handler, SIGTERM). Yields its path.
+
+    Refused before the block runs: ``out`` a file, a symbolic-link loop or a link to nothing;
+    ``out`` a directory that is not empty, unless ``force``; ``out`` that is, contains or lies
+    inside ``source`` (the directory being read). A link to a directory: the directory it
+    points at is written, the link stays. The final move is a single ``rename``, which the
+    kernel refuses onto a directory that is not empty: a directory created or filled while
+    the block ran is never replaced without ``force`` -- it is left as it is, the new one
+    removed, and the error says so. A disk that fills up gives one error naming it.
+    """
+    given = Path(out)
+    out = _resolve_destination(given, what)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{what} {display_path(given)} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ValueError(
+            f"{what} {display_path(given)} is not empty: choose a new directory, or pass --force to replace it"
+        )
+    if source is not None:
+        _check_not_the_source(out, Path(source), what)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(out, "partial"), dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(new_file_mode(directory=True))
+        for f in tmp.iterdir():
+            f.chmod(new_file_mode())
+        _move_into_place(tmp, out, given, force, what)
+    except OSError as err:
+        if is_disk_full(err):
+            raise OSError(f"{what} {display_path(given)}: the disk is full; the partial export was removed") from err
+        raise
+    except Exception as err:  # noqa: BLE001 - libraries (safetensors, tokenizers) wrap a full disk in their own types
+        if is_disk_full(err):
+            raise OSError(f"{what} {display_path(given)}: the disk is full; the partial export was removed") from err
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, out: Path, given: Path, force: bool, what: str) -> None:
+    """rename(tmp, out): onto nothing or an empty directory. With ``force``, a non-empty ``out``
+    is first moved into a private holder beside it, and deleted once the new one is in place."""
+    holder = None
+    if force and out.is_dir() and any(out.iterdir()):
+        holder = Path(tempfile.mkdtemp(prefix=temporary_name(out, "old"), dir=out.parent))
+        out.rename(holder / "old")
+    try:
+        os.rename(tmp, out)
+    except OSError as err:
+        if holder is not None and not out.exists():
+            (holder / "old").rename(out)  # put the user's directory back
+            holder.rmdir()
+            holder = None
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            kept = f"; your previous directory is in {display_path(holder)}" if holder else ""
+            raise ValueError(
+                f"{what} {display_path(given)} was created or filled by something else while writing: "
+                f"it was left as it is and the new export removed{kept}; choose a new directory, or pass --force"
+            ) from err
+        raise
+    if holder is not None:
+        shutil.rmtree(holder)

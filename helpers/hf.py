@@ -9,8 +9,6 @@ each head turns one layout into the other, so both give the same attention.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 
 from .checkpoint import expected_shapes, load_checkpoint, resolve_checkpoint_dir
 from .config import ModelConfig
-from .files import display_path
+from .files import new_directory
 from .quantize import bitsandbytes_module
 from .tokenizer import PATTERN, SPECIAL_TOKENS, Tokenizer
 
@@ -212,44 +210,20 @@ def export_hf(ckpt_dir: str | Path | None, out: str | Path, force: bool = False)
     load: config.json, generation_config.json, model.safetensors (the stored dtype),
     tokenizer.json and tokenizer_config.json.
 
-    Refuses a non-empty ``out`` unless ``force``. Everything is written to a temporary
-    directory beside ``out`` and moved into place at the end, so a failure leaves ``out``
-    as it was.
+    ``files.new_directory`` does the file handling: it refuses a non-empty ``out`` (unless
+    ``force``) and an ``out`` that is, holds or lies inside the checkpoint directory, before
+    any work; the files are written to a temporary directory beside ``out`` and moved into
+    place at the end, so a failure leaves ``out`` as it was.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {display_path(out)} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ValueError(
-            f"--out {display_path(out)} is not empty: choose a new directory, or pass --force to replace it"
-        )
     ckpt_dir = resolve_checkpoint_dir(ckpt_dir)
-    cfg, sd = load_checkpoint(ckpt_dir)  # the stored dtype: bfloat16 for Meta's weights
-    tok = Tokenizer.load(ckpt_dir)
-    dtype = sd["tok_embeddings.weight"].dtype
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        model = hf_model(sd, cfg, dtype)
+    with new_directory(out, force, "--out", source=ckpt_dir) as tmp:
+        cfg, sd = load_checkpoint(ckpt_dir)  # the stored dtype: bfloat16 for Meta's weights
+        tok = Tokenizer.load(ckpt_dir)
+        model = hf_model(sd, cfg, sd["tok_embeddings.weight"].dtype)
         model.generation_config = transformers_module().GenerationConfig(
             bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, **GENERATION_DEFAULTS
         )
         transformers_module().utils.logging.disable_progress_bar()
         model.save_pretrained(tmp)
         hf_tokenizer(tok).save_pretrained(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private: give it a new directory's permissions
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
-        if out.exists():  # empty, or replaced with --force: swap, then delete the old one
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)

@@ -19,6 +19,7 @@ def check_sampling_args(temperature: float | None, top_k: int | None, top_p: flo
         raise ValueError(
             f"temperature must be a finite number > 0 (got {temperature}); leave it unset for greedy decoding"
         )
+
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be an integer >= 1 (got {top_k})")
     if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
@@ -82,16 +83,23 @@ def sample_next_token(
     Order: temperature, then top-k, then top-p, then a draw from the softmax.
     """
     check_sampling_args(temperature, top_k, top_p)
+    refuse_nan(logits)
     if temperature is None:
         return int(greedy(logits))
-    # Shifting by the maximum changes no probability, and keeps a tiny T from overflowing to inf.
-    logits = logits.float().cpu()  # the draw uses a CPU generator
+    # float64 (as ``probabilities``), so that a temperature as small as 1e-300 still divides; shifting
+    # by the maximum changes no probability, and keeps a tiny T from overflowing to inf.
+    logits = logits.double().cpu()  # the draw uses a CPU generator
     logits = apply_temperature(logits - logits.max(), temperature)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
     probs = probabilities(logits)
-    if torch.isnan(probs).any():
-        raise ValueError("the logits hold NaN, so no token can be drawn: the weights or the input are broken")
+    refuse_nan(probs)  # infinite logits (an overflow) give NaN here
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def refuse_nan(scores: torch.Tensor) -> None:
+    """No token can be chosen from NaN logits or probabilities: say so instead of picking token 0."""
+    if torch.isnan(scores).any():
+        raise ValueError("the logits hold NaN, so no token can be chosen: the weights or the input are broken")

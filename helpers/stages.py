@@ -28,7 +28,7 @@ from .files import REPO_ROOT, display_path
 from .generation import generate_uncached
 from .linear import linear
 from .model import embed, forward, forward_hidden, transformer_block
-from .rmsnorm import rms_norm
+from .rmsnorm import at_least_float32, rms_norm
 from .rope import apply_rotary_emb, precompute_freqs_cis
 from .tokenizer import Tokenizer
 
@@ -142,6 +142,49 @@ RECIPES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
 _rebuilt: list[str] | None = None  # stages rebuilt inside the outermost load_stage call
 
 
+def expected_tensors(name: str, cfg, n: int, dtype: torch.dtype) -> dict[str, tuple[torch.dtype, tuple | None]]:
+    """What stage ``name`` holds for a prompt of ``n`` tokens: each tensor's dtype and shape
+    (None: any length, for the generated ids)."""
+    d, h, g, hd = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    q, kv = (dtype, (n, h, hd)), (dtype, (n, g, hd))
+    return {
+        "01_tokens": {"tokens": (torch.long, (n,))},
+        "02_embeddings": {"x": (dtype, (n, d))},
+        "03_rmsnorm": {"x_norm": (dtype, (n, d))},
+        "04_qkv": {"xq": q, "xk": kv, "xv": kv},
+        "05_rope": {"xq": q, "xk": kv, "attn_out": (dtype, (n, d))},
+        "06_one_layer": {"x1": (dtype, (n, d))},
+        "07_full_stack": {"hidden": (dtype, (n, d))},
+        "08_lm_head_sampling": {
+            "logits": (at_least_float32(torch.empty(0, dtype=dtype)).dtype, (n, cfg.vocab_size)),
+            "generated": (torch.long, None),
+        },
+    }[name]
+
+
+def check_structure(name: str, tensors: dict, ckpt_dir: str | Path, prompt: str, dtype: torch.dtype) -> None:
+    """Refuse an artifact whose hash checks out but whose contents cannot be the stage's (a forged
+    or hand-made file): other keys, dtypes or shapes than the config and the prompt give, token
+    ids other than the prompt's, generated ids outside the vocabulary."""
+    cfg, _, tok = _model(str(ckpt_dir), dtype)
+    ids = tok.encode(prompt)
+    expected = expected_tensors(name, cfg, len(ids), dtype)
+    if sorted(tensors) != sorted(expected):
+        raise ArtifactError(f"holds {sorted(tensors)} where stage {name} holds {sorted(expected)}")
+    for key, (want_dtype, want_shape) in expected.items():
+        t = tensors[key]
+        shape_ok = t.ndim == 1 if want_shape is None else tuple(t.shape) == want_shape
+        if t.dtype != want_dtype or not shape_ok:
+            raise ArtifactError(
+                f"has {key} of {t.dtype} {tuple(t.shape)} where stage {name} has {want_dtype} "
+                f"{want_shape or '(any length,)'} for this prompt"
+            )
+    if "tokens" in tensors and tensors["tokens"].tolist() != ids:
+        raise ArtifactError("holds token ids that are not the prompt's")
+    if "generated" in tensors and not all(0 <= i < cfg.vocab_size for i in tensors["generated"].tolist()):
+        raise ArtifactError("holds generated ids outside the vocabulary")
+
+
 def load_stage(
     name: str, ckpt_dir: str | Path, prompt: str, dtype: torch.dtype, root: str | Path | None = None
 ) -> dict[str, torch.Tensor]:
@@ -150,12 +193,18 @@ def load_stage(
     A rebuild prints one line, naming the earlier stages it had to rebuild on the way.
     """
     global _rebuilt
+    shown = display_path(artifact_path(name, ckpt_dir, root))
     try:
-        return load_artifact(name, ckpt_dir, prompt, dtype, root)
+        tensors = load_artifact(name, ckpt_dir, prompt, dtype, root)
+        if name in RECIPES:
+            try:
+                check_structure(name, tensors, ckpt_dir, prompt, dtype)
+            except ArtifactError as err:
+                raise ArtifactError(f"{shown} {err}: re-run notebook {name[:2]}") from err
+        return tensors
     except ArtifactError as err:
         if name not in RECIPES:
             raise
-        shown = display_path(artifact_path(name, ckpt_dir, root))
         reason = str(err).removeprefix(shown + " ").split(": re-run")[0].split(": run")[0]
         outermost = _rebuilt is None
         if outermost:

@@ -15,7 +15,7 @@ from typing import Self
 import tiktoken
 
 from .checkpoint import params_vocab_size, tokenizer_path
-from .files import display_path
+from .files import FileTooLarge, display_path, read_bounded
 
 # Pre-tokenization: text is first split into pieces with this regular expression;
 # BPE then runs inside each piece. (The write-up prints "'11" where "'ll" belongs.)
@@ -24,6 +24,8 @@ PATTERN = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 NUM_SPECIAL_TOKENS = 256
+# Llama 3's file is 2.2 MB; a vocabulary of a million tokens would take about 20 MB.
+MAX_TOKENIZER_BYTES = 64 << 20
 _NAMED_SPECIAL = [
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -52,7 +54,9 @@ def load_ranks(path: str | Path) -> dict[bytes, int]:
     path = Path(path)
     ranks: dict[bytes, int] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_TOKENIZER_BYTES, display_path(path), "Llama 3's is 2.2 MB").decode("utf-8")
+    except FileTooLarge as err:
+        raise TokenizerError(str(err)) from err
     except UnicodeDecodeError as err:
         raise TokenizerError(f"{display_path(path)} is not a text file: is this a Llama 3 tokenizer.model?") from err
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -86,6 +90,7 @@ class Tokenizer:
         self.path = Path(path)
         ranks = load_ranks(self.path)
         self.n_base = len(ranks)
+        self.max_token_bytes = max(len(token) for token in ranks)  # a prompt of N tokens has at most N times this
         self.special_tokens = {name: self.n_base + i for i, name in enumerate(SPECIAL_TOKENS)}
         self.encoding = tiktoken.Encoding(
             name=self.path.name,

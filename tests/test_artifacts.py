@@ -40,7 +40,7 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, small_ckpt, monkeypatch):
     save_artifact("04_qkv", {"q": torch.zeros(2)}, small_ckpt, PROMPT, torch.float32, root=tmp_path / "a")
 
     def broken(obj, f, *a, **k):
-        open(f, "wb").write(b"half")
+        f.write(b"half")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", broken)

@@ -77,6 +77,42 @@ def fifo_out(t: Path) -> list[str]:
     return ["logits", "--prompt", PROMPT, "--out", str(t / "fifo")]
 
 
+def big_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:  # sparse: no disk space, but a reader sees `size` bytes
+        f.truncate(size)
+
+
+def nested_params(ckpt: Path) -> None:
+    (ckpt / "params.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def huge_dim(ckpt: Path) -> None:
+    text = (ckpt / "params.json").read_text()
+    (ckpt / "params.json").write_text(text.replace('"dim": 32', '"dim": ' + "9" * 5000))
+
+
+def weights_as(change):
+    def edit(ckpt: Path) -> None:
+        sd = torch.load(ckpt / "consolidated.00.pth", weights_only=True)
+        sd["layers.0.attention.wq.weight"] = change(sd["layers.0.attention.wq.weight"])
+        torch.save(sd, ckpt / "consolidated.00.pth")
+
+    return edit
+
+
+def export_into_source(inside: bool):
+    def make(t: Path) -> list[str]:
+        ckpt = make_ckpt(t)
+        return ["export-hf", "--checkpoint", str(ckpt), "--out", str(ckpt / "hf" if inside else ckpt), "--force"]
+
+    return make
+
+
+def link(t: Path, target: Path) -> list[str]:
+    (t / "out").symlink_to(target)
+    return ["export-hf", "--out", str(t / "out")]
+
+
 # (what is wrong: f(tmp) -> command-line arguments, the message's start after "error: ",
 #  with PATH for a path the test chose)
 def _with_file(folder: Path) -> Path:
@@ -144,6 +180,16 @@ CASES = [
         "--prompt-file PATH is not UTF-8 text",
     ),
     (
+        "a prompt file larger than the context can hold",
+        lambda t: ["generate", "--prompt-file", "/dev/zero"],
+        "--prompt-file /dev/zero holds more than",
+    ),
+    (
+        "a seed out of range",
+        lambda t: ["generate", "--prompt", PROMPT, "--temperature", "1", "--seed", str(10**23)],
+        "--seed must be an integer in 0 .. 2**63 - 1",
+    ),
+    (
         "--checkpoint that holds no params.json",
         lambda t: ["generate", "--checkpoint", str(t / "nowhere"), "--prompt", PROMPT],
         "--checkpoint points to PATH, which holds no params.json",
@@ -189,6 +235,41 @@ CASES = [
         "PATH: norm_eps must be a finite number > 0, found inf",
     ),
     (
+        "a params.json far too large",
+        broken_ckpt(lambda c: big_file(c / "params.json", 2 << 20)),
+        "PATH is larger than 1,048,576 bytes (a params.json is a few hundred bytes): not read",
+    ),
+    (
+        "a params.json nested too deeply",
+        broken_ckpt(nested_params),
+        "PATH is nested too deeply to be a params.json",
+    ),
+    (
+        "a dim of 5,000 digits",
+        broken_ckpt(huge_dim),
+        "PATH is not a valid params.json: Exceeds the limit",
+    ),
+    (
+        "an ffn_dim_multiplier that leaves no hidden units",
+        broken_ckpt(lambda c: edit_params(c, ffn_dim_multiplier=1e-9)),
+        "PATH: ffn_dim_multiplier = 1e-09 makes the feed-forward's hidden size 0: it must be at least 1",
+    ),
+    (
+        "a float8 tensor in the weights",
+        broken_ckpt(weights_as(lambda w: w.to(torch.float8_e4m3fn))),
+        "PATH: layers.0.attention.wq.weight has dtype torch.float8_e4m3fn",
+    ),
+    (
+        "a sparse tensor in the weights",
+        broken_ckpt(weights_as(lambda w: w.to_sparse())),
+        "PATH: layers.0.attention.wq.weight is a torch.sparse_coo tensor",
+    ),
+    (
+        "a tokenizer.model far too large",
+        broken_ckpt(lambda c: big_file(c / "tokenizer.model", 65 << 20)),
+        "PATH is larger than 67,108,864 bytes",
+    ),
+    (
         "a tokenizer.model that does not match vocab_size",
         broken_ckpt(truncated_tokenizer),
         "PATH defines 1,256 token ids but params.json says vocab_size 128,256",
@@ -227,6 +308,26 @@ CASES = [
         "export-hf --out onto a file",
         lambda t: ["export-hf", "--out", str(_with_file(t) / "notes.txt")],
         "--out PATH exists and is not a directory",
+    ),
+    (
+        "export-hf --out the checkpoint being read",
+        export_into_source(inside=False),
+        "--out PATH is the directory being read (PATH): writing there could destroy it",
+    ),
+    (
+        "export-hf --out inside the checkpoint being read",
+        export_into_source(inside=True),
+        "--out PATH is inside the directory being read (PATH)",
+    ),
+    (
+        "export-hf --out a symbolic-link loop",
+        lambda t: link(t, t / "out"),
+        "--out PATH is a symbolic-link loop: give a directory to create or replace",
+    ),
+    (
+        "export-hf --out a symbolic link to nothing",
+        lambda t: link(t, t / "missing"),
+        "--out PATH is a symbolic link to nothing: give a directory to create or replace",
     ),
 ]
 

@@ -132,8 +132,7 @@ def test_save_is_atomic(tmp_path, small_cfg, monkeypatch):
     before = (tmp_path / "consolidated.00.pth").read_bytes()
 
     def broken_save(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

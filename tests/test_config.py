@@ -71,7 +71,7 @@ def test_missing_and_broken_params_json(tmp_path):
     with pytest.raises(ConfigError, match="params.json not found"):
         ModelConfig.from_json(tmp_path)
     (tmp_path / "params.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="not a valid params.json"):
         ModelConfig.from_json(tmp_path)
 
 

@@ -48,7 +48,7 @@ import torch
 from ..checkpoint import TINY_DIR, expected_shapes, load_checkpoint, random_state_dict
 from ..compiled import for_cpu_kernels
 from ..config import ModelConfig, llama_3_2_1b_config
-from ..files import REPO_ROOT, atomic_write, display_path
+from ..files import REPO_ROOT, atomic_write_text, display_path
 from ..generation import generate, generate_uncached
 from ..quantize import quantize_state_dict
 
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--profile times the CPU kernels: run it without --device cuda")
         rows = where_time_goes(llama_3_2_1b_config(), random_state_dict(llama_3_2_1b_config(), seed=0))
         text = json.dumps({"machine": machine("cpu"), "torch": torch.__version__, "rows": rows}, indent=2) + "\n"
-        atomic_write(args.out / "profile.json", lambda tmp: tmp.write_text(text))
+        atomic_write_text(args.out / "profile.json", text)
         print_profile(rows)
         print(f"wrote profile.json in {display_path(args.out)}")
         return 0
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "results-cuda.json" if cuda else "results.json"
     for file, payload in ((name, results), ("details.json", details)):
         text = json.dumps(payload, indent=2) + "\n"
-        atomic_write(args.out / file, lambda tmp, text=text: tmp.write_text(text))
+        atomic_write_text(args.out / file, text)
     plot(results, details, args.out / "decode.png")
     print_table(results, details)
     print(f"wrote {name}, details.json and decode.png in {display_path(args.out)}")

@@ -12,8 +12,8 @@ starting with ``error:`` on stderr and exits with status 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from pathlib import Path
 
 import torch
 
@@ -87,20 +87,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_prompt(args) -> str:
-    """The prompt text from --prompt, or from --prompt-file (a path, or - for standard input)."""
+def read_prompt(args, limit: int) -> str:
+    """The prompt text from --prompt, or from --prompt-file (a path, or - for standard input).
+
+    One rule for a file and for standard input: at most ``limit`` bytes are read (more
+    cannot fit in the model's context), the bytes must be UTF-8, one final line ending (a
+    newline, or a carriage return and a newline) is dropped, and everything else -- a
+    carriage return included -- is kept as it is.
+    """
     if args.prompt_file is None:
-        text = args.prompt
-    elif args.prompt_file == "-":
-        text = sys.stdin.read()
+        return check_prompt_text(args.prompt)
+    name = "standard input" if args.prompt_file == "-" else f"--prompt-file {args.prompt_file}"
+    if args.prompt_file == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise ValueError("--prompt-file -: standard input is closed; pipe the prompt in, or give a file")
+        data = sys.stdin.buffer.read(limit + 1)
     else:
         try:
-            text = Path(args.prompt_file).read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"--prompt-file {args.prompt_file} is not UTF-8 text") from err
+            with open(args.prompt_file, "rb") as f:
+                data = f.read(limit + 1)
         except OSError as err:
             raise OSError(f"--prompt-file {args.prompt_file}: {err.strerror}") from err
-        text = text.removesuffix("\n")
+    if len(data) > limit:
+        raise ValueError(
+            f"{name} holds more than {limit:,} bytes, more than the model's context can hold "
+            "(its length in tokens times the longest token): shorten the prompt"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name} is not UTF-8 text") from err
+    if text.endswith("\n"):
+        text = text[:-1].removesuffix("\r")
+    return check_prompt_text(text)
+
+
+def check_prompt_text(text: str) -> str:
     if not text:
         raise ValueError("the prompt is empty: pass some text with --prompt or --prompt-file")
     return text
@@ -110,9 +132,9 @@ def _load(args, max_new_tokens: int, all_logits: bool) -> tuple:
     """Checkpoint directory, prompt, tokenizer, config, weights and prompt ids -- each checked
     before the next, and the memory a run needs checked before the weights are read."""
     ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
-    prompt = read_prompt(args)
     cfg = ModelConfig.from_json(ckpt_dir)
     tok = Tokenizer.load(ckpt_dir)
+    prompt = read_prompt(args, cfg.max_seq_len * tok.max_token_bytes)
     ids = check_prompt(tok.encode(prompt), cfg, max_new_tokens)
     check_memory(cfg, len(ids), max_new_tokens, torch.float32, all_logits=all_logits, extra=4 * cfg.n_parameters)
     cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
@@ -128,6 +150,8 @@ def cmd_generate(args) -> int:
         raise ValueError(
             f"{flag} only applies when sampling: add --temperature T (e.g. 1.0), or drop {flag} for greedy"
         )
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be an integer in 0 .. 2**63 - 1 (got {args.seed})")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     if args.compile and args.no_cache:
@@ -152,7 +176,7 @@ def cmd_logits(args) -> int:
         cache = KVCache(cfg, len(ids))
         logits = prefill(tokens, sd, cfg, precompute_freqs_cis(cfg, len(ids)), cache, all_rows=True).float()
     payload = {"tokens": tokens, "logits": logits}
-    atomic_write(out, lambda tmp: torch.save(payload, tmp), "--out")
+    atomic_write(out, lambda f: torch.save(payload, f), "--out")
     model = display_path(ckpt_dir) + (f", quantized {args.quantize}" if args.quantize else "")
     print(f"wrote {args.out}: tokens ({len(ids)},), logits {tuple(logits.shape)} from {model}")
     return 0
@@ -167,7 +191,16 @@ def cmd_export_hf(args) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
         commands = {"generate": cmd_generate, "logits": cmd_logits, "export-hf": cmd_export_hf}
@@ -178,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from ..checkpoint import TINY_DIR, load_checkpoint, save_checkpoint
 from ..corpus import corpus_text, load_countries, seen_token_ids
 from ..evaluate import fact_accuracy
-from ..files import atomic_write, display_path
+from ..files import atomic_write_text, display_path
 from ..generation import generate
 from ..tokenizer import Tokenizer
 from ..train import TINY_PARAMS, train_tiny
@@ -95,10 +95,10 @@ def report(out: Path, info: dict) -> dict:
         "losses": info["losses"],
     }
     text = json.dumps(log, indent=1, ensure_ascii=False) + "\n"
-    atomic_write(out / "training_log.json", lambda tmp: tmp.write_text(text))
+    atomic_write_text(out / "training_log.json", text)
     plot_losses(info["losses"], out / "loss_curve.png")
     card = model_card(log, out)
-    atomic_write(out / "MODEL_CARD.md", lambda tmp: tmp.write_text(card))
+    atomic_write_text(out / "MODEL_CARD.md", card)
     return log
 
 
