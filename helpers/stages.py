@@ -36,6 +36,9 @@ DEFAULT_PROMPT = "The capital of France is"
 SETTINGS_FILE = REPO_ROOT / "notebooks" / "book.json"
 PROMPT_VARIABLE = "BOOK_PROMPT"
 GENERATED_TOKENS = 40  # chapter 08's greedy continuation
+# The chapters print and plot every token of the prompt (a heatmap of N x N scores, a lens of
+# L + 1 rows of N): 200 characters keep N at most a few hundred tokens and the memory bounded.
+MAX_PROMPT_CHARACTERS = 200
 
 
 def book_prompt(settings: str | Path = SETTINGS_FILE) -> str:
@@ -51,6 +54,11 @@ def book_prompt(settings: str | Path = SETTINGS_FILE) -> str:
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(
             f"the book's prompt must be non-empty text (check {display_path(settings)} or ${PROMPT_VARIABLE})"
+        )
+    if len(prompt) > MAX_PROMPT_CHARACTERS:
+        raise ValueError(
+            f"the book's prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARACTERS} the chapters "
+            f"print and plot token by token: shorten it (check {display_path(settings)} or ${PROMPT_VARIABLE})"
         )
     return prompt
 

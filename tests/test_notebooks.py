@@ -254,3 +254,35 @@ def test_a_chapter_opened_cold_runs(tmp_path):
     assert lines and all("does not exist" in line for line in lines)
     assert (tmp_path / "artifacts" / "tiny-llama-3.2" / "06_one_layer.pt").is_file()
     assert isinstance(nb, nbformat.NotebookNode)
+
+
+@pytest.mark.parametrize(
+    "prompt", ["   ", "Столица Японии — 東京 🦙 naïve"], ids=["two-tokens", "non-ascii-with-untrained-tokens"]
+)
+def test_the_chapters_that_index_the_prompt_run_on_any_prompt(tmp_path, prompt):
+    """A prompt of two tokens (a fixed position such as 3 does not exist), and one whose tokens the
+    embedded model never saw (zero vectors, tied logits, an early end of text): chapters 05, 08
+    and 09 ran into each of these; they run, and skip the default prompt's own checks."""
+    from helpers.tools.book import execute
+
+    chapters = ("05_rope", "08_lm_head_sampling", "09_kv_cache")
+    env = {"BOOK_ARTIFACTS": str(tmp_path / "artifacts"), "BOOK_PROMPT": prompt}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        shown = {name: outputs_text(execute(ROOT / "notebooks" / f"{name}.ipynb").cells) for name in chapters}
+        assert "(not checked: the next token is ' Paris'" in shown["08_lm_head_sampling"]
+        assert "cached == uncached logits" in shown["09_kv_cache"]
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_a_prompt_longer_than_the_chapters_can_show_is_refused_in_one_line(monkeypatch):
+    from helpers.stages import MAX_PROMPT_CHARACTERS, book_prompt
+
+    monkeypatch.setenv("BOOK_PROMPT", "x" * (MAX_PROMPT_CHARACTERS + 1))
+    with pytest.raises(ValueError, match=f"has {MAX_PROMPT_CHARACTERS + 1} characters, more than the"):
+        book_prompt()
+    monkeypatch.setenv("BOOK_PROMPT", "x" * MAX_PROMPT_CHARACTERS)
+    assert book_prompt() == "x" * MAX_PROMPT_CHARACTERS

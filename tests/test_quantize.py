@@ -12,8 +12,7 @@ from conftest import SHAPES, random_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.checkpoint import TINY_DIR, load_checkpoint, random_state_dict, save_checkpoint
-from helpers.config import ModelConfig
+from helpers.checkpoint import TINY_DIR, load_checkpoint, random_state_dict
 from helpers.hf import hf_model
 from helpers.model import forward
 from helpers.quantize import (
@@ -169,19 +168,13 @@ def cli(*args, timeout: int = 300):
 
 
 def test_cli_quantize_still_answers_paris_and_writes_the_quantized_logits(tmp_path):
+    base = ("generate", "--prompt", "The capital of France is", "--max-new-tokens", "2")
     for scheme in ("int8", "int4", "nf4"):
-        r = cli("generate", "--prompt", "The capital of France is", "--max-new-tokens", "2", "--quantize", scheme)
+        r = cli(*base, "--quantize", scheme)
         assert r.returncode == 0 and r.stdout.startswith("The capital of France is Paris"), (scheme, r.stderr)
-    # --compile on a 2-block checkpoint: Inductor compiles its step in seconds, where the embedded
-    # model's 16 blocks took up to 4 minutes on a busy 2-core machine
-    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=64)
-    ckpt = tmp_path / "random-vocab" / "original"
-    save_checkpoint(ckpt, cfg, random_state_dict(cfg, seed=2, std=0.3))
-    args = ("generate", "--checkpoint", str(ckpt), "--prompt", "The capital of France is", "--max-new-tokens", "6")
-    eager = cli(*args, "--quantize", "int4")
-    compiled = cli(*args, "--quantize", "int4", "--compile", timeout=900)  # 72 s cold on a busy 2-core machine
-    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
-    assert compiled.stdout == eager.stdout and len(eager.stdout) > len("The capital of France is")
+    # Inductor compiles the 16 blocks' step: up to 4 minutes on a busy 2-core machine, cold
+    r = cli(*base, "--quantize", "int4", "--compile", timeout=900)
+    assert r.returncode == 0 and r.stdout.startswith("The capital of France is Paris"), ("int4 --compile", r.stderr)
     out = tmp_path / "q.pt"
     r = cli("logits", "--prompt", "The capital of France is", "--quantize", "int4", "--out", str(out))
     assert r.returncode == 0, r.stderr
