@@ -19,7 +19,6 @@ def check_sampling_args(temperature: float | None, top_k: int | None, top_p: flo
         raise ValueError(
             f"temperature must be a finite number > 0 (got {temperature}); leave it unset for greedy decoding"
         )
-
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be an integer >= 1 (got {top_k})")
     if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
