@@ -148,7 +148,9 @@ def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
             with _decompose_one_row_products(), warnings.catch_warnings():
                 # RoPE's complex product runs as ATen kernels inside the graph; Inductor says so once
                 warnings.filterwarnings("ignore", "Torchinductor does not support code generation for complex")
-                return _compiled(tokens, weights, *args, **kwargs)
+                # a tensor of its own: a slice of a longer one (storage offset > 0) made Inductor's
+                # generated embedding read the wrong element and abort the process
+                return _compiled(tokens.clone(), weights, *args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             raise RuntimeError(
                 f"torch.compile could not build the decode step ({type(err.inner_exception).__name__}); "

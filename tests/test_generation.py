@@ -187,9 +187,10 @@ def test_compiled_decode_step_equals_the_eager_step():
     with torch.inference_mode():
         for cache in caches:
             forward(prompt, sd, cfg, freqs, cache, 0, last_only=True)
-        for token, pos in zip(fed[5:], range(5, 20), strict=True):
-            want = forward(token[None], sd, cfg, freqs, caches[0], pos, last_only=True)
-            got = step(token[None], sd, cfg, freqs, caches[1], pos, last_only=True)
+        for pos in range(5, 20):
+            token = fed[pos : pos + 1]  # a slice of a longer tensor, as a caller might pass one
+            want = forward(token, sd, cfg, freqs, caches[0], pos, last_only=True)
+            got = step(token, sd, cfg, freqs, caches[1], pos, last_only=True)
             torch.testing.assert_close(got, want, rtol=0, atol=tol, msg=f"position {pos}")
         # the keys end a shorter chain than the logits; their size: the largest key
         key_tol = float32_tolerance(chain_terms(cfg, 20), float(caches[0].k.abs().max()))
