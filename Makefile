@@ -26,11 +26,14 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 # Another processor, seen from this one: PyTorch's and oneDNN's kernels limited to AVX2 (a laptop
 # without AVX-512; on ARM, PyTorch's portable kernels), and MKL's vendor-neutral code path, which
 # sums float32 products in another order. The committed outputs and the numeric tests must hold.
+# Inductor gets a cache of its own there: kernels it compiled for one vector width, read back
+# under another setting, crashed a later run.
 ifeq ($(shell uname -m),x86_64)
 OTHER_CPU := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE
 else
 OTHER_CPU := ATEN_CPU_CAPABILITY=default
 endif
+OTHER_CPU += TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-other-cpu
 NUMERIC_TESTS := tests/test_parity_hf.py tests/test_parity_meta.py tests/test_generation.py tests/test_quantize.py
 
 ## make test: unit, property and oracle tests and every notebook re-executed and compared (nbval), then
