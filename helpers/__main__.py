@@ -1,12 +1,22 @@
 """``python -m helpers generate|logits|export-hf``: see helpers/tools/cli.py."""
 
+import os
+import signal
 import sys
 
-try:
-    from .tools.cli import main  # imports torch: seconds, during which Ctrl-C must not print a traceback
-except KeyboardInterrupt:
-    print("error: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
-    sys.exit(130)
+
+def _interrupted_while_starting(signum, frame):
+    # Importing torch takes seconds. A KeyboardInterrupt raised in the middle of it can be
+    # swallowed by a library's own import fallback and come back as an unrelated ImportError,
+    # so Ctrl-C here ends the process at once: nothing has been opened or written yet.
+    os.write(2, b"error: interrupted (Ctrl-C) while starting; nothing was written\n")
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+from .tools.cli import main  # noqa: E402
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on main() turns Ctrl-C into one line
 
 if __name__ == "__main__":
     sys.exit(main())
