@@ -281,14 +281,14 @@ def test_ctrl_c_while_starting_is_one_line(delay):
     """Ctrl-C at any moment of the start (torch and numpy half imported, or main() running)."""
     env = {k: v for k, v in os.environ.items() if k != "LLAMA_CHECKPOINT"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "helpers", "generate", "--prompt", PROMPT, "--max-new-tokens", "200", "--no-cache"],  # about 6 s
+        [sys.executable, "-m", "helpers", "generate", "--prompt", PROMPT, "--max-new-tokens", "200", "--no-cache"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(delay)
+    time.sleep(delay)  # the whole run takes about 6 s
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and err.strip().startswith("error: interrupted"), err
