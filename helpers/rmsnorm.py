@@ -9,8 +9,8 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """x in float32 if it is narrower (bfloat16, float16); float32 and float64 stay as they are.
 
     Meta's code writes ``x.float()`` because its inputs are bfloat16. Widening only, never
-    narrowing, keeps a float64 computation in float64 from end to end: chapter 12's finite
-    differences need every digit.
+    narrowing, keeps a float64 computation in float64 from end to end, as a finite-difference
+    check of the gradients needs.
     """
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 

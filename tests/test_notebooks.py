@@ -67,19 +67,6 @@ def helper_definitions() -> dict[str, list[tuple[str, ast.AST]]]:
     return out
 
 
-def strip_docstrings(node):
-    for n in ast.walk(node):
-        if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef) and n.body:
-            first = n.body[0]
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                n.body = n.body[1:] or [ast.Pass()]
-    return ast.dump(node, include_attributes=False)
-
-
 def code_cells(path):
     nb = json.loads(path.read_text())
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -106,15 +93,40 @@ def test_all_chapters_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_code_on_screen_equals_its_helpers(path):
-    """A function or class a chapter shows with a helper's name is that helper, line for line."""
-    library = helper_definitions()
-    for cell in code_cells(path):
-        for node in parse(cell).body:
-            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in library:
-                assert strip_docstrings(node) in [strip_docstrings(h) for _, h in library[node.name]], (
-                    f"{path.name} defines {node.name} differently from helpers: keep them identical"
-                )
+def test_code_on_screen_is_generated_from_its_helpers(path):
+    """Every definition a chapter shows with a helper's name is tagged and is that helper's
+    current source, character for character: `make notebooks` writes it (helpers/tools/shown.py)."""
+    import nbformat
+
+    from helpers.tools.shown import fill
+
+    nb = nbformat.read(path, as_version=4)
+    stale = fill(nb)
+    assert not stale, f"{path.name} cells {stale} show an old version of a helper: run `make notebooks`"
+
+
+def test_the_shown_definitions_are_filled_in_and_checked():
+    """The filler replaces a hand-edited copy, keeps the lines around it, and refuses a
+    definition with a helper's name that carries no tag."""
+    import nbformat
+
+    from helpers.tools.shown import fill_cell, helper_source
+
+    cell = nbformat.v4.new_code_cell(
+        "%matplotlib inline\ndef rms_norm(x, weight, eps=1e-5):\n    return x\n\n\ny = rms_norm(x, g)",
+        metadata={"shown": ["helpers.rmsnorm.rms_norm"]},
+    )
+    assert fill_cell(cell)
+    assert (
+        cell.source == "%matplotlib inline\n" + helper_source("helpers.rmsnorm.rms_norm") + "\n\n\ny = rms_norm(x, g)"
+    )
+    assert not fill_cell(cell)  # filled: nothing changes the second time
+    untagged = nbformat.v4.new_code_cell("def rms_norm(x, weight, eps=1e-5):\n    return x")
+    with pytest.raises(ValueError, match="without a 'shown' tag"):
+        fill_cell(untagged)
+    wrong = nbformat.v4.new_code_cell("x = 1", metadata={"shown": ["helpers.rmsnorm.rms_norm"]})
+    with pytest.raises(ValueError, match="does not define them"):
+        fill_cell(wrong)
 
 
 def test_every_concept_a_chapter_imports_is_shown_in_a_chapter():

@@ -5,6 +5,8 @@
   greedy continuation of the book's prompt. Exits non-zero naming a failing notebook.
 - ``notebooks``: re-executes the committed notebooks in place (the one way their
   outputs are produced); the Makefile pins it to the embedded checkpoint.
+
+Both first put the helpers' current source into the cells that show it (helpers/tools/shown.py).
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ def execute(path: Path, timeout: int = 600):
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
+    from .shown import fill
+
     nb = nbformat.read(path, as_version=4)
+    fill(nb)  # the definitions it shows, as helpers/ has them now
     with tempfile.TemporaryDirectory() as sockets:
         # Local (ipc) sockets in a private directory: no TCP ports opened, no security warning.
         km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
