@@ -3,9 +3,9 @@
 Nothing here is new maths. ``compiled_step`` hands ``model.forward`` -- embed, the L
 ``transformer_block``s, the final norm and the LM head of the last row, the functions
 the chapters define -- to ``torch.compile``, which traces them into one graph and
-generates fused kernels for it. ``generate(..., compile=True)`` uses it for every
-one-token step after the prompt; tests/test_generation.py checks that it produces the
-same tokens and logits as the eager step.
+generates fused kernels for it. ``generate_compiled`` is chapter 09's ``generate`` with it
+as the step for every token after the prompt; tests/test_generation.py checks that it
+produces the same tokens and logits as the eager step.
 
 Why it is faster on a CPU: a decode step is a chain of matrix-vector products, and
 ATen's kernels for a one-row product read the weights at well below the machine's
@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig
+from .generation import generate
 from .kv_cache import StaticKVCache
 from .model import embed, forward, lm_head, transformer_block
-from .quantize import BLOCK, QuantizedWeight, unpack_4bit
+from .quantize import BLOCK, QuantizedWeight, Transposed, unpack_4bit
 
 _compiled: Callable | None = None
 
@@ -92,6 +93,10 @@ class KernelWeight:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, scales)
         return out.view(*x.shape[:-1], self.shape[0])
 
+    @property
+    def mT(self) -> Transposed:
+        return Transposed(self)
+
 
 def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
     """The same int8 or int4 weight in the kernels' layout (exactly the same values); NF4 has no
@@ -113,11 +118,27 @@ def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
 def for_cpu_kernels(sd: dict) -> dict:
     """The state dict with its int8 and int4 weights on a CPU (or ``meta``, to count bytes) in the
     kernels' layout; everything else as it is, so a converted dict passes through unchanged.
-    Repacking int4 takes seconds at the 1B shape: convert once, pass the result to each ``generate``."""
+    Repacking int4 takes seconds at the 1B shape: convert once, pass the result to each
+    ``generate_compiled``."""
     return {
         k: kernel_weight(v) if isinstance(v, QuantizedWeight) and v.codes.device.type in ("cpu", "meta") else v
         for k, v in sd.items()
     }
+
+
+def generate_compiled(prompt_ids, sd: dict, cfg: ModelConfig, max_new_tokens: int, **options) -> list[int]:
+    """``generation.generate`` (same arguments, same tokens) with every one-token step compiled.
+
+    int8 and int4 weights are put in the CPU kernels' layout once, here, and the prompt runs
+    on that layout too (dequantizing every matrix for the prefill would cost seconds at 1B).
+    """
+    weights = for_cpu_kernels(sd)
+    compiled = compiled_step(weights)
+
+    def step(tokens: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # the prompt eager, each new token compiled
+        return (compiled if tokens.shape[-1] == 1 else forward)(tokens, *args, **kwargs)
+
+    return generate(prompt_ids, weights, cfg, max_new_tokens, step=step, **options)
 
 
 def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -125,8 +146,9 @@ def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
 
     On a CPU the weights' shapes are marked static (fixed in the generated code); positions
     and the lengths of the cache and the RoPE table stay symbolic, so that one compilation
-    serves every step and every generation length. Quantized int8 and int4 weights run on
-    PyTorch's weight-only kernels. On a GPU the step is ``static_step`` under CUDA graphs.
+    serves every step and every generation length. Quantized weights should already be in the
+    kernels' layout (``for_cpu_kernels``, as ``generate_compiled`` does): int8 and int4 then run
+    on PyTorch's weight-only kernels. On a GPU the step is ``static_step`` under CUDA graphs.
     """
     if sd["tok_embeddings.weight"].device.type == "cuda":  # a tensor in every state dict, quantized or not
         # autotuned one-row products: on an H100, 491 tok/s at the 1B shape in bfloat16 against 433
@@ -135,8 +157,7 @@ def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(forward, dynamic=True)
-    weights = for_cpu_kernels(sd)
-    for t in _tensors(weights):
+    for t in _tensors(sd):
         torch._dynamo.mark_static(t)
 
     def step(tokens: torch.Tensor, sd_: dict, *args, **kwargs) -> torch.Tensor:
@@ -150,12 +171,12 @@ def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
                 warnings.filterwarnings("ignore", "Torchinductor does not support code generation for complex")
                 # a tensor of its own: a slice of a longer one (storage offset > 0) made Inductor's
                 # generated embedding read the wrong element and abort the process
-                return _compiled(tokens.clone(), weights, *args, **kwargs)
+                return _compiled(tokens.clone(), sd, *args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             raise RuntimeError(
                 f"torch.compile could not build the decode step ({type(err.inner_exception).__name__}); "
-                "on a CPU it needs a working C++ compiler (g++): install one, or call generate "
-                "without compile=True"
+                "on a CPU it needs a working C++ compiler (g++): install one, or use generate "
+                "instead of generate_compiled (the command line without --compile)"
             ) from err
 
     return step

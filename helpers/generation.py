@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 
-from .compiled import compiled_step, for_cpu_kernels
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .memory import PREFILL_CHUNK, check_memory
@@ -82,17 +81,19 @@ def prefill(
     cache: KVCache,
     chunk: int = PREFILL_CHUNK,
     all_rows: bool = False,
+    step=forward,
 ) -> torch.Tensor:
     """Run the prompt into the cache, ``chunk`` positions per call: logits (V,) of its last token
     (or (N, V) of every position with ``all_rows``).
 
     Each chunk's queries attend to all keys cached so far, so the result equals one pass
     over the whole prompt, while attention holds chunk x N scores per head, not N x N.
+    ``step`` is called as ``forward`` is.
     """
     n = tokens.shape[-1]
     out = None
     for start in range(0, n, chunk):
-        logits = forward(tokens[..., start : start + chunk], sd, cfg, freqs_cis, cache, start, last_only=not all_rows)
+        logits = step(tokens[..., start : start + chunk], sd, cfg, freqs_cis, cache, start, last_only=not all_rows)
         if all_rows:  # filled in place: a list joined at the end would hold every row twice
             if out is None:
                 out = logits.new_empty(*logits.shape[:-2], n, logits.shape[-1])
@@ -110,13 +111,13 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     stop_ids: Sequence[int] = (),
-    compile: bool = False,
+    step=forward,
 ) -> list[int]:
     """Chapter 09's loop: the prompt once into a KV cache, then one new token per step.
 
     The same tokens as ``generate_uncached``, greedy or sampled with the same seed.
-    ``compile=True`` runs the one-token steps through ``torch.compile``
-    (``helpers/compiled.py``): the same function, faster after a compile.
+    ``step`` computes the logits, of the prompt and of each new token; it is called as
+    ``forward`` is (and is ``forward`` unless a model or a faster step is passed in).
     """
     prompt = check_prompt(prompt_ids, cfg, max_new_tokens)
     check_sampling_args(temperature, top_k, top_p)
@@ -129,12 +130,9 @@ def generate(
     total = len(prompt) + max_new_tokens
     cache = KVCache(cfg, total, dtype=dtype, device=device)
     freqs_cis = precompute_freqs_cis(cfg, total).to(device)
-    if compile:  # int8 and int4 weights (chapter 10) in PyTorch's kernels' layout: prompt and steps
-        sd = for_cpu_kernels(sd)
-    step = compiled_step(sd) if compile else forward
     new: list[int] = []
     with torch.inference_mode():
-        logits = prefill(torch.tensor(prompt, device=device), sd, cfg, freqs_cis, cache)
+        logits = prefill(torch.tensor(prompt, device=device), sd, cfg, freqs_cis, cache, step=step)
         for pos in range(len(prompt), total):
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             new.append(next_id)

@@ -14,7 +14,6 @@ from .attention import attention
 from .config import ModelConfig
 from .feed_forward import feed_forward
 from .linear import linear
-from .moe import moe_config, moe_feed_forward
 from .rmsnorm import at_least_float32, rms_norm
 from .rope import precompute_freqs_cis
 
@@ -69,8 +68,6 @@ def transformer_block(
     )
     ffn_in = rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps)
     w = p + "feed_forward."
-    if w + "router.weight" in sd:  # a mixture of experts (chapter 11)
-        return h + moe_feed_forward(ffn_in, sd, w, moe_config(cfg))
     return h + feed_forward(ffn_in, sd[w + "w1.weight"], sd[w + "w2.weight"], sd[w + "w3.weight"])
 
 
@@ -98,6 +95,7 @@ def hidden_states(
     sd: dict[str, torch.Tensor],
     cfg: ModelConfig,
     freqs_cis: torch.Tensor | None = None,
+    block=transformer_block,
 ) -> list[torch.Tensor]:
     """The residual stream X^0 (embeddings), X^1, ..., X^L after each block (no final norm).
 
@@ -106,7 +104,7 @@ def hidden_states(
     freqs = rope_rows(cfg, freqs_cis, 0, tokens.shape[-1], tokens.device)
     states = [embed(tokens, sd)]
     for layer in range(cfg.n_layers):
-        states.append(transformer_block(states[-1], sd, layer, cfg, freqs))
+        states.append(block(states[-1], sd, layer, cfg, freqs))
     return states
 
 
@@ -122,12 +120,16 @@ def forward_hidden(
     freqs_cis: torch.Tensor | None = None,
     kv_cache: KVCache | None = None,
     start_pos: int = 0,
+    block=transformer_block,
 ) -> torch.Tensor:
-    """The final hidden states X^L (before the final norm): tokens (N,) or (B, N) -> (..., N, d)."""
+    """The final hidden states X^L (before the final norm): tokens (N,) or (B, N) -> (..., N, d).
+
+    ``block`` is each layer's function, ``transformer_block`` unless a model changes the block.
+    """
     freqs = rope_rows(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
     h = embed(tokens, sd)
     for layer in range(cfg.n_layers):
-        h = transformer_block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
+        h = block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
     return h
 
 
@@ -139,6 +141,7 @@ def forward(
     kv_cache: KVCache | None = None,
     start_pos: int = 0,
     last_only: bool = False,
+    block=transformer_block,
 ) -> torch.Tensor:
     """Logits: tokens (N,) or (B, N) -> (..., N, V) in at least float32, or (..., 1, V) with ``last_only``.
 
@@ -146,7 +149,7 @@ def forward(
     ``kv_cache``, ``tokens`` are the positions start_pos .. start_pos+N-1 and the
     earlier ones are read from the cache. Differentiable (used for training).
     """
-    h = forward_hidden(tokens, sd, cfg, freqs_cis, kv_cache, start_pos)
+    h = forward_hidden(tokens, sd, cfg, freqs_cis, kv_cache, start_pos, block)
     if last_only:  # only the last row predicts the next token (Remark 2.11)
         h = h[..., [-1], :]
     return lm_head(h, sd, cfg)

@@ -18,22 +18,27 @@ An MoE layer's tensors (prefix ``layers.{i}.feed_forward.``), experts stacked in
     router.weight (E, d)   experts.w1, experts.w3 (E, F, d)   experts.w2 (E, d, F)
     shared.w1.weight (F, d)   shared.w2.weight (d, F)   shared.w3.weight (F, d)   [shared expert]
 
-The model finds the layer by its ``router.weight`` and its settings in the config
-(``with_moe``); ``helpers.model.transformer_block`` calls ``moe_feed_forward`` for it.
+``moe_block(moe)`` is chapter 07's block with this layer in place of the dense feed-forward;
+the model runs it when it is passed as ``block`` (``moe_forward(moe)`` is ``forward`` so, the
+``step`` of chapter 09's ``generate``). The chapters before this one never see it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 
+from .attention import attention
 from .checkpoint import expected_shapes
 from .config import ModelConfig
 from .feed_forward import feed_forward
 from .linear import linear
+from .model import forward
+from .rmsnorm import rms_norm
 
 ROUTERS = ("softmax", "sigmoid")
 EXPERT_KEYS = ("experts.w1", "experts.w2", "experts.w3")
@@ -73,19 +78,6 @@ def llama4_expert_hidden_dim(cfg: ModelConfig, capacity_factor: float = 1.0) -> 
         hidden = int(cfg.ffn_dim_multiplier * hidden)
     hidden = int(hidden / (capacity_factor + 1))
     return hidden + (-hidden % cfg.multiple_of)
-
-
-def with_moe(cfg: ModelConfig, moe: MoEConfig) -> ModelConfig:
-    """The same model with every feed-forward a mixture of experts described by ``moe``."""
-    return dataclasses.replace(cfg, extra={**cfg.extra, "moe": moe})
-
-
-def moe_config(cfg: ModelConfig) -> MoEConfig:
-    """The MoE settings of a config made by ``with_moe``."""
-    moe = cfg.extra.get("moe")
-    if moe is None:
-        raise ValueError("the state dict has MoE layers but the config has no MoEConfig: use with_moe(cfg, moe)")
-    return moe
 
 
 def moe_shapes(cfg: ModelConfig, moe: MoEConfig | None) -> dict[str, tuple[int, ...]]:
@@ -247,6 +239,23 @@ def moe_feed_forward(
     return y.reshape(x.shape)
 
 
+def moe_block(moe: MoEConfig) -> Callable[..., torch.Tensor]:
+    """``transformer_block`` with a mixture of experts for its feed-forward: pass it as ``block``."""
+
+    def block(x, sd, layer, cfg, freqs_cis, kv_cache=None, start_pos=0) -> torch.Tensor:
+        p = f"layers.{layer}."
+        attention_in = rms_norm(x, sd[p + "attention_norm.weight"], cfg.norm_eps)
+        h = x + attention(attention_in, sd, layer, cfg, freqs_cis, kv_cache, start_pos)
+        return h + moe_feed_forward(rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps), sd, p + "feed_forward.", moe)
+
+    return block
+
+
+def moe_forward(moe: MoEConfig) -> Callable[..., torch.Tensor]:
+    """``forward`` with every block a ``moe_block``: same arguments (a ``step`` for ``generate``)."""
+    return partial(forward, block=moe_block(moe))
+
+
 def load_balancing_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The auxiliary loss of Switch Transformer and Mixtral for one layer: E * sum_e f_e P_e.
 
@@ -270,9 +279,22 @@ def expert_load(logits: torch.Tensor, k: int) -> torch.Tensor:
     return torch.bincount(chosen, minlength=logits.shape[-1]).float() / logits.shape[0]
 
 
+class MoEStateDict(dict):
+    """A state dict whose feed-forwards are MoE layers: asked for a dense feed-forward's weight
+    (run by the dense ``transformer_block``), it says which block to use instead of a bare KeyError."""
+
+    def __missing__(self, key: str):
+        if ".feed_forward.w" in key:
+            raise KeyError(
+                f"{key}: this model's feed-forwards are mixtures of experts, not dense; run it with "
+                "block=moe_block(moe) (or step=moe_forward(moe) for generate)"
+            )
+        raise KeyError(key)
+
+
 def upcycle(
     sd: dict[str, torch.Tensor], cfg: ModelConfig, moe: MoEConfig, seed: int = 0, router_std: float = 0.02
-) -> dict[str, torch.Tensor]:
+) -> MoEStateDict:
     """A dense model's feed-forwards turned into MoE layers that compute the same thing at first
     (sparse upcycling, Komatsuzaki et al. 2022).
 
@@ -292,7 +314,7 @@ def upcycle(
             "use router='softmax', or shared_expert=True"
         )
     gen = torch.Generator().manual_seed(seed)
-    out = {k: v for k, v in sd.items() if ".feed_forward.w" not in k}
+    out = MoEStateDict({k: v for k, v in sd.items() if ".feed_forward.w" not in k})
     for layer in range(cfg.n_layers):
         p = f"layers.{layer}.feed_forward."
         dense = {name: sd[p + name + ".weight"] for name in ("w1", "w2", "w3")}

@@ -11,8 +11,9 @@ Three schemes for the seven projection matrices of every block (wq wk wv wo w1 w
   same levels, same arithmetic, two codes per byte with the first in the high nibble.
 
 Embeddings, norms and the (tied) LM head stay as they are. A quantized weight is a
-``QuantizedWeight``; ``helpers.linear.linear`` multiplies by it, so the model's functions
-run on a quantized state dict unchanged.
+``QuantizedWeight``, which multiplies itself: ``helpers.linear.linear`` computes ``x @ w.mT``,
+and for a quantized ``w`` that product is ``w.linear(x)`` (``Transposed``), so the model's
+functions run on a quantized state dict unchanged.
 """
 
 from __future__ import annotations
@@ -135,6 +136,20 @@ def quantize_nf4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.bucketize(scaled.reshape(-1), midpoints).to(torch.uint8), absmax
 
 
+class Transposed:
+    """W^T of a weight that multiplies itself: ``x @ w.mT`` is ``w.linear(x)``.
+
+    A tensor's ``@`` does not know this object, so Python asks the right operand
+    (``__rmatmul__``): the quantized weight, not the model, chooses how to multiply.
+    """
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __rmatmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight.linear(x)
+
+
 @dataclass
 class QuantizedWeight:
     """A (out, in) matrix stored in fewer bits: its codes, its scales, and how to read them back.
@@ -166,6 +181,10 @@ class QuantizedWeight:
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x W^T with W dequantized for this product (and dropped after it)."""
         return x @ self.dequantize().to(x.dtype).T
+
+    @property
+    def mT(self) -> Transposed:
+        return Transposed(self)
 
     @property
     def nbytes(self) -> int:

@@ -25,7 +25,7 @@ import torch
 from .checkpoint import expected_shapes
 from .config import ModelConfig
 from .corpus import Country, document, load_countries, seen_token_ids
-from .model import forward
+from .model import forward, transformer_block
 from .tokenizer import Tokenizer
 
 # The embedded model's shape: Llama 3.2-1B's structure (16 layers, 4 query heads per
@@ -96,12 +96,16 @@ def make_batch(
 
 
 def corpus_loss(
-    sd: dict[str, torch.Tensor], cfg: ModelConfig, batch: tuple[torch.Tensor, ...], n_unseen: int
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    batch: tuple[torch.Tensor, ...],
+    n_unseen: int,
+    block=transformer_block,
 ) -> torch.Tensor:
     """The next-token loss of a compact-vocabulary model (tied LM head) on a ``make_batch`` batch."""
     inputs, targets, mask = batch
     tied = sd | {"output.weight": sd["tok_embeddings.weight"]}
-    return full_vocab_loss(forward(inputs, tied, cfg), targets, n_unseen, mask)
+    return full_vocab_loss(forward(inputs, tied, cfg, block=block), targets, n_unseen, mask)
 
 
 def compact_vocab(sd: dict[str, torch.Tensor], seen: list[int]) -> dict[str, torch.Tensor]:

@@ -159,23 +159,23 @@ def test_cache_size_at_1b_scale():
 
 
 def test_compiled_decode_step_equals_the_eager_step():
-    """generate(compile=True) -- Inductor, with each one-row product rewritten as a reduction --
+    """generate_compiled -- Inductor, with each one-row product rewritten as a reduction --
     gives the eager loop's tokens, greedy and sampled, and its logits to float32 rounding."""
     from torch._inductor.utils import run_and_get_code
 
-    from helpers.compiled import compiled_step
+    from helpers.compiled import compiled_step, generate_compiled
 
     # a vocabulary above 2048, so that the LM head needs the raised decomposition limit
     cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
     sd = random_state_dict(cfg, seed=23, std=0.3)
     prompt = random_tokens(5, cfg.vocab_size, seed=24)
     with torch._inductor.config.patch(fx_graph_cache=False):  # compile here, not from the disk cache
-        tokens, code = run_and_get_code(generate, prompt.tolist(), sd, cfg, 20, compile=True)
+        tokens, code = run_and_get_code(generate_compiled, prompt.tolist(), sd, cfg, 20)
     assert tokens == generate(prompt.tolist(), sd, cfg, 20)
     # no matrix product is left to an ATen kernel: all became generated loops
     assert code and not re.search(r"extern_kernels\.(mm|addmm|bmm)\b", "\n".join(code))
     sampling = {"temperature": 0.9, "top_k": 50, "top_p": 0.9, "seed": 3}
-    assert generate(prompt.tolist(), sd, cfg, 20, compile=True, **sampling) == generate(
+    assert generate_compiled(prompt.tolist(), sd, cfg, 20, **sampling) == generate(
         prompt.tolist(), sd, cfg, 20, **sampling
     )
 
@@ -200,11 +200,13 @@ def test_compiled_decode_step_equals_the_eager_step():
 
 
 def test_compile_without_a_cpp_compiler_says_what_to_do():
+    from helpers.compiled import generate_compiled
+
     cfg = SHAPES["gqa-scaled"]
     sd = random_state_dict(cfg, seed=1)
     with torch._inductor.config.patch({"cpp.cxx": ("no-such-cxx",), "fx_graph_cache": False}):
-        with pytest.raises(RuntimeError, match=r"InvalidCxxCompiler.*C\+\+ compiler.*without compile=True"):
-            generate([1, 2, 3], sd, cfg, 4, compile=True)
+        with pytest.raises(RuntimeError, match=r"InvalidCxxCompiler.*C\+\+ compiler.*instead of generate_compiled"):
+            generate_compiled([1, 2, 3], sd, cfg, 4)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 16, 256])
@@ -358,7 +360,7 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     path's tokens."""
     from torch._inductor.utils import run_and_get_code
 
-    from helpers.compiled import KernelWeight, for_cpu_kernels
+    from helpers.compiled import KernelWeight, for_cpu_kernels, generate_compiled
     from helpers.quantize import quantize_state_dict
 
     cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
@@ -367,7 +369,7 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     assert kinds == ({"QuantizedWeight"} if scheme == "nf4" else {KernelWeight.__name__})
     prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
     with torch._inductor.config.patch(fx_graph_cache=False):  # compile here, to read the code
-        tokens, code = run_and_get_code(generate, prompt, q, cfg, 16, compile=True)
+        tokens, code = run_and_get_code(generate_compiled, prompt, q, cfg, 16)
     assert tokens == generate(prompt, q, cfg, 16)
     # the compiled step's products: int8 a generated loop over the codes, int4 PyTorch's kernel
     assert code and ("_weight_int8pack_mm" in "\n".join(code)) is False

@@ -9,7 +9,9 @@ import torch
 from conftest import float32_tolerance, logit_tolerance, swiglu_magnitude
 
 from helpers.config import ModelConfig
+from helpers.generation import prefill
 from helpers.hf import transformers_module
+from helpers.kv_cache import KVCache
 from helpers.model import forward
 from helpers.moe import (
     MoEConfig,
@@ -17,13 +19,15 @@ from helpers.moe import (
     experts_loop,
     llama4_expert_hidden_dim,
     load_balancing_loss,
+    moe_block,
     moe_feed_forward,
+    moe_forward,
     parameter_counts,
     record_router_logits,
     route,
     upcycle,
-    with_moe,
 )
+from helpers.rope import precompute_freqs_cis
 from helpers.train import TINY_PARAMS
 
 D, F, E = 32, 48, 6
@@ -177,11 +181,15 @@ def test_upcycled_model_starts_equal_to_the_dense_model(router, shared):
     dense = forward(tokens, sd, cfg)
     moe_sd = upcycle(sd, cfg, moe, seed=1, router_std=1.0)
     with record_router_logits() as logs:
-        got = forward(tokens, moe_sd, with_moe(cfg, moe))
+        got = forward(tokens, moe_sd, cfg, block=moe_block(moe))
     tol = logit_tolerance(tokens, sd, cfg)  # k expert copies summed instead of one feed-forward
     torch.testing.assert_close(got, dense, rtol=0, atol=tol)
     assert len(logs) == cfg.n_layers and logs[0].shape == (12, 4)
     assert len({tuple(r) for r in torch.topk(logs[0], 2).indices.tolist()}) > 1  # tokens do go to different experts
+    # chapter 09's cached prefill with the MoE model as its step: the same last-row logits
+    cache = KVCache(cfg, 12)
+    cached = prefill(tokens, moe_sd, cfg, precompute_freqs_cis(cfg, 12), cache, chunk=5, step=moe_forward(moe))
+    torch.testing.assert_close(cached, dense[-1], rtol=0, atol=tol)
 
 
 def test_upcycle_refuses_what_would_change_the_model():
@@ -190,7 +198,7 @@ def test_upcycle_refuses_what_would_change_the_model():
         upcycle(sd, cfg, MoEConfig(4, 1, cfg.ffn_hidden_dim, router="sigmoid"))
     with pytest.raises(ValueError, match="hidden_dim must be"):
         upcycle(sd, cfg, MoEConfig(4, 1, 8))
-    with pytest.raises(ValueError, match="no MoEConfig"):
+    with pytest.raises(KeyError, match=r"mixtures of experts.*block=moe_block\(moe\)"):
         forward(torch.arange(3), upcycle(sd, cfg, MoEConfig(4, 1, cfg.ffn_hidden_dim)), cfg)
 
 

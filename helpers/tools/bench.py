@@ -4,7 +4,7 @@ Greedy decoding, a 16-token prompt and 128 new tokens, end-of-text ignored, meas
 one run on one machine. Implementations, in the results' names:
 
 - ``scratch-cache``   helpers.generate with the KV cache (chapter 09), its decode step
-                      compiled (``compile=True``, helpers/compiled.py); on a GPU the
+                      compiled (``generate_compiled``, helpers/compiled.py); on a GPU the
                       static-shape step under CUDA graphs;
 - ``scratch-cache`` eager, the same without compiling (the code as the chapters run it):
                       in the printed table, the figure and details.json, not in results.json;
@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import TINY_DIR, expected_shapes, load_checkpoint, random_state_dict
-from ..compiled import for_cpu_kernels
+from ..compiled import for_cpu_kernels, generate_compiled
 from ..config import ModelConfig, llama_3_2_1b_config
 from ..files import REPO_ROOT, atomic_write_text, display_path
 from ..generation import generate, generate_uncached
@@ -107,9 +107,10 @@ def prompt_ids(cfg: ModelConfig) -> list[int]:
     return ids
 
 
-def time_scratch(sd, cfg, ids, new_tokens: int, cache: bool = True, **options) -> tuple[float, list[int]]:
+def time_scratch(sd, cfg, ids, new_tokens: int, run=generate) -> tuple[float, list[int]]:
+    """Seconds for ``run`` (generate, generate_compiled or generate_uncached) and its tokens."""
     start = time.perf_counter()  # generate returns host ints: every step has synchronized
-    new = (generate if cache else generate_uncached)(ids, sd, cfg, new_tokens, **options)
+    new = run(ids, sd, cfg, new_tokens)
     return time.perf_counter() - start, new
 
 
@@ -156,16 +157,16 @@ def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress, 
     sd = {k: v.to(device) for k, v in sd.items()}
     ids = prompt_ids(cfg)
     impls = {
-        "scratch-cache": lambda n: time_scratch(sd, cfg, ids, n, compile=True),
+        "scratch-cache": lambda n: time_scratch(sd, cfg, ids, n, generate_compiled),
         EAGER: lambda n: time_scratch(sd, cfg, ids, n),
     }
     bytes_read = {"scratch-cache": bytes_per_token(cfg, dtype), EAGER: bytes_per_token(cfg, dtype)}
     for scheme in schemes:
         quantized = for_cpu_kernels(quantize_state_dict(sd, scheme))  # repacked once, not per call
-        impls[f"scratch-cache {scheme}"] = lambda n, q=quantized: time_scratch(q, cfg, ids, n, compile=True)
+        impls[f"scratch-cache {scheme}"] = lambda n, q=quantized: time_scratch(q, cfg, ids, n, generate_compiled)
         bytes_read[f"scratch-cache {scheme}"] = bytes_per_token(cfg, dtype, scheme)
     if nocache:
-        impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, cache=False)
+        impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, generate_uncached)
     impls["transformers"] = lambda n: time_transformers(model, ids, n)
     bytes_read["transformers"] = bytes_per_token(cfg, dtype)
     label = f"{name} {str(dtype).removeprefix('torch.')}"

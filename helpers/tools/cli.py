@@ -161,7 +161,11 @@ def cmd_generate(args) -> int:
     if args.no_cache:
         new = generate_uncached(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, **settings)
     else:
-        new = generate(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, compile=args.compile, **settings)
+        if args.compile:
+            from ..compiled import generate_compiled as run
+        else:
+            run = generate
+        new = run(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, **settings)
     text = tok.decode([t for t in new if t not in tok.stop_ids])
     print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
     print(prompt + text)
