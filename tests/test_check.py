@@ -15,8 +15,11 @@ import torch.nn.functional as F
 
 from helpers import check
 from helpers.attention import scaled_dot_product
+from helpers.check.ch01_tokenizer import _merge
+from helpers.model import forward
 from helpers.quantize import quantize
 from helpers.rope import apply_rotary_emb, scale_frequencies
+from helpers.sampling import top_k_filter
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
 
@@ -61,7 +64,7 @@ def first_pair_merges(words, n):  # always merges the first pair of the first wo
     for _ in range(n):
         w = next(w for w in split if len(w) > 1)
         out.append((w[0], w[1]))
-        split = [check._merge(x, (w[0], w[1])) for x in split]
+        split = [_merge(x, (w[0], w[1])) for x in split]
     return out
 
 
@@ -100,14 +103,14 @@ WRONG = {
     "feed_forward": (lambda x, w1, w2, w3: (torch.relu(x @ w1.T) * (x @ w3.T)) @ w2.T, "N=3"),
     "block": (lambda x, sd, layer, cfg, f: x, "layer 0"),
     "block_parameters": (lambda cfg: {"attention": 4 * cfg.dim**2, "feed_forward": 0, "norms": 0}, "d=32"),
-    "skip_block": (lambda tokens, sd, cfg, skip: check.forward(tokens, sd, cfg), "block 0 skipped"),
+    "skip_block": (lambda tokens, sd, cfg, skip: forward(tokens, sd, cfg), "block 0 skipped"),
     "consecutive_cosines": (lambda s: torch.stack([F.cosine_similarity(a[0], b[0], 0) for a, b in pairwise(s)]), "3"),
     "lens_rank": (lambda s, sd, cfg, t: [0] * len(s), "token 3"),
-    "top_k": (lambda z, k: check.top_k_filter(z, k + 1) if k < 10 else z, "k=1"),
+    "top_k": (lambda z, k: top_k_filter(z, k + 1) if k < 10 else z, "k=1"),
     "top_p": (lambda z, p: z.masked_fill(torch.softmax(z, -1) < (1 - p) / 12, float("-inf")), "p="),
     "probability_at_temperature": (lambda z, t, temp: float(torch.softmax(z / temp, -1)[t]), "T=1e-40"),
     "prefill_in_chunks": (
-        lambda tokens, sd, cfg, c: check.forward(tokens[:c].repeat(len(tokens) // c + 1)[: len(tokens)], sd, cfg),
+        lambda tokens, sd, cfg, c: forward(tokens[:c].repeat(len(tokens) // c + 1)[: len(tokens)], sd, cfg),
         "chunks of 1",
     ),
     "cache_bytes": (lambda cfg, n, dtype: n * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2, "10 tokens"),

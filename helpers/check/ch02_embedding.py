@@ -1,0 +1,62 @@
+"""Chapter 02's exercise checks: the embedding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .common import _gen, compare, equal, exercise
+
+
+class _NoLookup(torch.Tensor):
+    """A table that refuses to be indexed: an embedding computed from it must be a product."""
+
+    LOOKUPS = {torch.Tensor.__getitem__, torch.index_select, torch.Tensor.index_select, F.embedding, torch.take}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls.LOOKUPS:
+            raise AssertionError(
+                "the rows were looked up by index: build the one-hot matrix (F.one_hot) and multiply it by the table"
+            )
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@exercise
+def embedding(fn: Callable) -> tuple[float | None, int]:
+    """fn(tokens, table) -> one_hot(tokens) @ table: (N,) -> (N, d), without indexing the table."""
+    gen, worst = _gen(1), 0.0
+    for n, v, d in [(5, 10, 4), (1, 3, 7), (12, 50, 16)]:
+        table = torch.randn(v, d, generator=gen)
+        tokens = torch.randint(0, v, (n,), generator=gen)
+        got = fn(tokens, table.as_subclass(_NoLookup))
+        got = got.as_subclass(torch.Tensor) if isinstance(got, torch.Tensor) else got
+        worst = max(worst, compare(f"{n} tokens, table ({v}, {d})", got, table[tokens]))
+    return worst, 3
+
+
+@exercise
+def nearest(fn: Callable) -> tuple[float | None, int]:
+    """fn(table, token_id, k) -> the k token ids whose rows are most similar (cosine) to row token_id,
+    most similar first, leaving out all-zero rows (never-trained tokens)."""
+    gen = _gen(7)
+    for case in range(3):
+        table = torch.randn(40, 8, generator=gen)
+        table[torch.randperm(40, generator=gen)[:15]] = 0.0
+        query = int(torch.nonzero(table.abs().sum(-1) > 0)[case])
+        unit = table / table.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        cos = (unit @ unit[query]).masked_fill(table.abs().sum(-1) == 0, -2.0)
+        want = torch.topk(cos, 5).indices.tolist()
+        equal(f"case {case} (token {query}, 5 nearest)", [int(i) for i in fn(table, query, 5)], want)
+    return None, 3
+
+
+@exercise
+def table_bytes(fn: Callable) -> tuple[float | None, int]:
+    """fn(vocab_size, dim, bits) -> bytes of a (vocab_size, dim) table at ``bits`` bits per number."""
+    cases = [(128256, 2048, 16), (128256, 2048, 4), (128256, 128, 32), (10, 3, 8)]
+    for v, d, bits in cases:
+        equal(f"table ({v}, {d}) at {bits} bits", fn(v, d, bits), v * d * bits // 8)
+    return None, len(cases)
