@@ -24,6 +24,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 
@@ -31,7 +32,7 @@ from .config import ModelConfig
 from .generation import generate
 from .kv_cache import StaticKVCache
 from .model import embed, forward, lm_head, transformer_block
-from .quantize import BLOCK, QuantizedWeight, Transposed, unpack_4bit
+from .quantize import BLOCK, Int4Weight, Int8Weight, QuantizedWeight, Transposed, unpack_4bit
 
 _compiled: Callable | None = None
 
@@ -42,7 +43,7 @@ _MAX_DECOMPOSED_DIM = 1 << 20
 
 
 @contextlib.contextmanager
-def _decompose_one_row_products() -> Iterator[None]:
+def decompose_one_row_products() -> Iterator[None]:
     import torch._inductor.config as inductor_config
     from torch._inductor.fx_passes import decompose_mem_bound_mm as pass_module
 
@@ -61,58 +62,85 @@ def _tensors(sd: dict) -> Iterator[torch.Tensor]:
         if isinstance(value, torch.Tensor):
             yield value
         else:
-            yield from (t for t in vars(value).values() if isinstance(t, torch.Tensor))
+            yield from value.tensors()
 
 
 @dataclass
 class KernelWeight:
-    """A quantized weight laid out for PyTorch's weight-only CPU kernels; ``linear`` like QuantizedWeight.
+    """A quantized weight laid out for one of PyTorch's weight-only CPU kernels; multiplies like a
+    QuantizedWeight (``linear``, ``.mT``), reading the codes once per product and never building
+    the dequantized matrix. One subclass per kernel; ``layout`` builds it from the book's weight."""
 
-    int8: ``aten._weight_int8pack_mm`` (codes (out, in) int8, one scale per row), or in a compiled
-    one-row step a reduction Inductor generates; int4:
-    ``aten._weight_int4pack_mm_for_cpu`` (codes in its tiled layout, per group of 64 a scale
-    and a zero, here 0: the book's int4 is symmetric). Each reads the codes once per product
-    and never builds the dequantized matrix.
-    """
-
-    scheme: str
     shape: tuple[int, int]
     codes: torch.Tensor
     scales: torch.Tensor
 
+    def product(self, rows: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        scales = self.scales.to(x.dtype)  # stored in the weights' dtype: a no-op when x has it
-        if self.scheme == "int8" and rows.shape[0] == 1 and torch.compiler.is_compiling():
-            # a compiled decode step: a multiply-and-sum over the int8 codes, scaled after the sum,
-            # which Inductor turns into one loop that streams them (1.4x ATen's kernel on 2 cores)
-            out = ((rows.float()[:, None, :] * self.codes.float()).sum(-1) * scales.float()).to(x.dtype)
-        elif self.scheme == "int8":
-            out = torch.ops.aten._weight_int8pack_mm(rows, self.codes, scales)
-        else:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, scales)
+        out = self.product(rows, self.scales.to(x.dtype))  # scales stored in the weights' dtype: a no-op then
         return out.view(*x.shape[:-1], self.shape[0])
 
     @property
     def mT(self) -> Transposed:
         return Transposed(self)
 
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scales.nbytes
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.codes, self.scales
+
+
+class Int8KernelWeight(KernelWeight):
+    """``aten._weight_int8pack_mm``: codes (out, in) int8 as the book stores them, one scale per row;
+    in a compiled one-row step, a reduction Inductor generates instead."""
+
+    @classmethod
+    def layout(cls, w: Int8Weight) -> Self:
+        return cls(w.shape, w.codes, w.scales.to(w.dtype))
+
+    def product(self, rows: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        if rows.shape[0] == 1 and torch.compiler.is_compiling():
+            # a compiled decode step: a multiply-and-sum over the int8 codes, scaled after the sum,
+            # which Inductor turns into one loop that streams them (faster than ATen's kernel on a CPU)
+            return ((rows.float()[:, None, :] * self.codes.float()).sum(-1) * scales.float()).to(rows.dtype)
+        return torch.ops.aten._weight_int8pack_mm(rows, self.codes, scales)
+
+
+class Int4KernelWeight(KernelWeight):
+    """``aten._weight_int4pack_mm_for_cpu``: codes in its tiled layout and, per group of 64 along a
+    row, a scale and a zero point (here 0: the book's int4 is symmetric)."""
+
+    @classmethod
+    def layout(cls, w: Int4Weight) -> Self | Int4Weight:
+        out_features, in_features = w.shape
+        if in_features % BLOCK:
+            return w  # the kernel's groups of 64 run along a row: such a matrix stays on the dequantize path
+        codes = unpack_4bit(w.codes, out_features * in_features).view(out_features, in_features).to(torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INT4_INNER_TILES)
+        scales = (w.scales / 7).view(out_features, in_features // BLOCK).T  # (groups, out): absmax / 7 per code
+        scale_and_zero = torch.stack([scales, torch.zeros_like(scales)], -1).contiguous().to(w.dtype)
+        return cls(w.shape, packed, scale_and_zero)
+
+    def product(self, rows: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, scales)
+
+
+# which kernel layout each scheme has; NF4 has none and stays as it is (compiled, Inductor fuses
+# its dequantization into the product)
+KERNEL_LAYOUTS = {Int8Weight: Int8KernelWeight.layout, Int4Weight: Int4KernelWeight.layout}
+KERNEL_SCHEMES = tuple(cls.scheme for cls in KERNEL_LAYOUTS)  # the schemes PyTorch has CPU kernels for
+INT4_INNER_TILES = 2  # _convert_weight_to_int4pack_for_cpu's innerKTiles: its layout's k-tiling
+
 
 def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
-    """The same int8 or int4 weight in the kernels' layout (exactly the same values); NF4 has no
-    kernel and stays as it is (compiled, Inductor fuses its dequantization into the product)."""
-    out_features, in_features = w.shape
-    if w.scheme == "int4" and in_features % BLOCK:
-        return w  # the kernel's groups of 64 run along a row: such a matrix stays on the dequantize path
-    if w.scheme == "int8":
-        return KernelWeight("int8", w.shape, w.codes, w.scales.to(w.dtype))
-    if w.scheme == "int4":
-        codes = unpack_4bit(w.codes, out_features * in_features).view(out_features, in_features).to(torch.int32)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2)
-        scales = (w.scales / 7).view(out_features, in_features // BLOCK).T  # (groups, out)
-        scale_and_zero = torch.stack([scales, torch.zeros_like(scales)], -1).contiguous().to(w.dtype)
-        return KernelWeight("int4", w.shape, packed, scale_and_zero)
-    return w
+    """The same int8 or int4 weight in the kernels' layout (exactly the same values); others as they are."""
+    layout = KERNEL_LAYOUTS.get(type(w))
+    return layout(w) if layout else w
 
 
 def for_cpu_kernels(sd: dict) -> dict:
@@ -166,7 +194,7 @@ def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
         if sd_ is not sd:
             raise ValueError("this compiled step was built for other weights: call compiled_step(sd) for these")
         try:
-            with _decompose_one_row_products(), warnings.catch_warnings():
+            with decompose_one_row_products(), warnings.catch_warnings():
                 # RoPE's complex product runs as ATen kernels inside the graph; Inductor says so once
                 warnings.filterwarnings("ignore", "Torchinductor does not support code generation for complex")
                 # a tensor of its own: a slice of a longer one (storage offset > 0) made Inductor's

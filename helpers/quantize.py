@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Self
+from typing import ClassVar, Self
 
 import torch
 
@@ -154,29 +154,25 @@ class Transposed:
 class QuantizedWeight:
     """A (out, in) matrix stored in fewer bits: its codes, its scales, and how to read them back.
 
-    codes: int8 (out, in) for int8; for int4 and nf4, two 4-bit codes per byte, (out*in/2,) uint8.
-    scales: float32, one per output row (int8) or per block of 64 values (int4, nf4).
+    One subclass per scheme, each owning its two directions: ``quantize`` (a matrix -> codes
+    and scales) and ``dequantize`` (back to the matrix they stand for). The product dequantizes
+    for one multiplication and drops the full matrix after it.
     dtype: the dtype ``dequantize`` returns (the weight's dtype before quantization).
     """
 
-    scheme: str
     shape: tuple[int, int]
     codes: torch.Tensor
     scales: torch.Tensor
     dtype: torch.dtype
+    scheme: ClassVar[str]
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor) -> Self:
+        raise NotImplementedError
 
     def dequantize(self) -> torch.Tensor:
         """The matrix the codes stand for: (out, in) in ``dtype``."""
-        n = self.shape[0] * self.shape[1]
-        if self.scheme == "int8":
-            w = self.codes.float() * self.scales[:, None]
-        elif self.scheme == "int4":
-            q = unpack_4bit(self.codes, n).float() - 8
-            w = (q.view(-1, BLOCK) * (self.scales / 7)[:, None]).view(self.shape)
-        else:
-            levels = NF4_LEVELS.to(self.scales.device)[unpack_4bit(self.codes, n)]
-            w = (levels.view(-1, BLOCK) * self.scales[:, None]).view(self.shape)
-        return w.view(self.shape).to(self.dtype)
+        raise NotImplementedError
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x W^T with W dequantized for this product (and dropped after it)."""
@@ -191,8 +187,58 @@ class QuantizedWeight:
         """Bytes held: codes and scales."""
         return self.codes.nbytes + self.scales.nbytes
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The tensors it is stored in."""
+        return self.codes, self.scales
+
     def to(self, device) -> Self:
-        return type(self)(self.scheme, self.shape, self.codes.to(device), self.scales.to(device), self.dtype)
+        return type(self)(self.shape, self.codes.to(device), self.scales.to(device), self.dtype)
+
+
+class Int8Weight(QuantizedWeight):
+    """int8 per output row: codes int8 (out, in), scales float32 (out,)."""
+
+    scheme = "int8"
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor) -> Self:
+        return cls(tuple(w.shape), *quantize_int8_rows(w), w.dtype)
+
+    def dequantize(self) -> torch.Tensor:
+        return (self.codes.float() * self.scales[:, None]).to(self.dtype)
+
+
+class Int4Weight(QuantizedWeight):
+    """int4 per block of 64: two codes q + 8 per byte (out*in/2,) uint8, absmax per block float32."""
+
+    scheme = "int4"
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor) -> Self:
+        codes, absmax = quantize_int4_blocks(w)
+        return cls(tuple(w.shape), pack_4bit(codes), absmax, w.dtype)
+
+    def dequantize(self) -> torch.Tensor:
+        q = unpack_4bit(self.codes, self.shape[0] * self.shape[1]).float() - 8
+        return (q.view(-1, BLOCK) * (self.scales / 7)[:, None]).view(self.shape).to(self.dtype)
+
+
+class NF4Weight(QuantizedWeight):
+    """NF4 per block of 64: two level indices per byte (out*in/2,) uint8, absmax per block float32."""
+
+    scheme = "nf4"
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor) -> Self:
+        codes, absmax = quantize_nf4_blocks(w)
+        return cls(tuple(w.shape), pack_4bit(codes), absmax, w.dtype)
+
+    def dequantize(self) -> torch.Tensor:
+        levels = NF4_LEVELS.to(self.scales.device)[unpack_4bit(self.codes, self.shape[0] * self.shape[1])]
+        return (levels.view(-1, BLOCK) * self.scales[:, None]).view(self.shape).to(self.dtype)
+
+
+WEIGHT_CLASSES = {cls.scheme: cls for cls in (Int8Weight, Int4Weight, NF4Weight)}
 
 
 def quantize(w: torch.Tensor, scheme: str) -> QuantizedWeight:
@@ -200,12 +246,7 @@ def quantize(w: torch.Tensor, scheme: str) -> QuantizedWeight:
     check_scheme(scheme)
     if w.ndim != 2:
         raise QuantizeError(f"expected a (out, in) matrix, got shape {tuple(w.shape)}")
-    if scheme == "int8":
-        codes, scales = quantize_int8_rows(w)
-    else:
-        codes, scales = (quantize_int4_blocks if scheme == "int4" else quantize_nf4_blocks)(w)
-        codes = pack_4bit(codes)
-    return QuantizedWeight(scheme, tuple(w.shape), codes, scales, w.dtype)
+    return WEIGHT_CLASSES[scheme].quantize(w)
 
 
 def is_projection(key: str) -> bool:
@@ -230,7 +271,7 @@ def state_dict_bytes(sd: dict) -> int:
     for value in sd.values():
         if id(value) not in seen:
             seen.add(id(value))
-            total += value.nbytes if isinstance(value, QuantizedWeight) else value.numel() * value.element_size()
+            total += value.nbytes  # a tensor's, or a quantized weight's codes and scales
     return total
 
 

@@ -360,13 +360,13 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     path's tokens."""
     from torch._inductor.utils import run_and_get_code
 
-    from helpers.compiled import KernelWeight, for_cpu_kernels, generate_compiled
-    from helpers.quantize import quantize_state_dict
+    from helpers.compiled import Int4KernelWeight, Int8KernelWeight, for_cpu_kernels, generate_compiled
+    from helpers.quantize import NF4Weight, quantize_state_dict
 
     cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
     q = quantize_state_dict(random_state_dict(cfg, seed=23, std=0.3), scheme)
-    kinds = {type(v).__name__ for v in for_cpu_kernels(q).values() if not isinstance(v, torch.Tensor)}
-    assert kinds == ({"QuantizedWeight"} if scheme == "nf4" else {KernelWeight.__name__})
+    kinds = {type(v) for v in for_cpu_kernels(q).values() if not isinstance(v, torch.Tensor)}
+    assert kinds == {{"int8": Int8KernelWeight, "int4": Int4KernelWeight, "nf4": NF4Weight}[scheme]}
     prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
     with torch._inductor.config.patch(fx_graph_cache=False):  # compile here, to read the code
         tokens, code = run_and_get_code(generate_compiled, prompt, q, cfg, 16)

@@ -89,7 +89,7 @@ def test_bytes_read_per_token_count_the_quantized_scales():
 def test_profile_times_exactly_the_matrices_a_step_reads():
     """--profile's projections and LM head, with the norms and one embedding row, are the bytes
     bytes_per_token says a step reads, for every format: no matrix left out or counted twice."""
-    from helpers.tools.bench import where_time_goes
+    from helpers.tools.profile_step import where_time_goes
 
     cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=64)
     rows = where_time_goes(cfg, random_state_dict(cfg), rounds=1, steps=1)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint, resolve_checkpoint_dir
+from ..checkpoint import TINY_DIR, load_checkpoint, resolve_checkpoint_dir
 from ..files import REPO_ROOT, display_path
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -81,6 +82,35 @@ def continuation(max_new_tokens: int = 24) -> str:
     prompt = book_prompt()
     new = generate(tok.encode(prompt), sd, cfg, max_new_tokens, stop_ids=tok.stop_ids)
     return prompt + tok.decode([t for t in new if t not in tok.stop_ids])
+
+
+def nbval_suite_seconds() -> float:
+    """Wall time of `pytest --nbval notebooks/` on the embedded checkpoint."""
+    env = os.environ | {"LLAMA_CHECKPOINT": str(TINY_DIR), "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval",
+            "--nbval-current-env",
+            "--nbval-sanitize-with",
+            "tests/nbval_sanitize.cfg",
+            "notebooks",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError("the nbval suite failed:\n" + result.stdout[-2000:])
+    return seconds
 
 
 def run_book(in_place: bool = False) -> int:
