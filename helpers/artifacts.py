@@ -28,7 +28,14 @@ _HASH_CACHE = ".content-hashes.json"
 
 
 class ArtifactError(RuntimeError):
-    """An artifact is missing, unreadable, altered, or was made from another checkpoint, prompt or dtype."""
+    """An artifact is missing, unreadable, altered, or was made from another checkpoint, prompt or dtype.
+
+    The message is "<file> <reason>: <fix>"; ``reason`` alone is kept for a caller that rebuilds it.
+    """
+
+    def __init__(self, where: str, reason: str, fix: str):
+        super().__init__(f"{where} {reason}: {fix}")
+        self.reason = reason
 
 
 def file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
@@ -138,24 +145,20 @@ def load_artifact(
 ) -> dict[str, torch.Tensor]:
     """Load the tensors saved by notebook NN, refusing a missing, altered, stale or foreign file."""
     path = artifact_path(name, ckpt_dir, root)
-    notebook = f"notebook {name[:2]}"
+    shown, rerun = display_path(path), f"re-run notebook {name[:2]}"
     if not path.is_file():
         raise ArtifactError(
-            f"{display_path(path)} does not exist: run {notebook} first (or `make run` for the whole book)"
+            shown, "does not exist", f"run notebook {name[:2]} first (or `make run` for the whole book)"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         found, tensors, stored_hash = payload["provenance"], payload["tensors"], payload.get("sha256")
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as err:
-        raise ArtifactError(f"{display_path(path)} is unreadable ({type(err).__name__}): re-run {notebook}") from err
+        raise ArtifactError(shown, f"is unreadable ({type(err).__name__})", rerun) from err
     if stored_hash != tensors_sha256(tensors):
-        raise ArtifactError(
-            f"{display_path(path)} was altered after it was saved (its hash differs): re-run {notebook}"
-        )
+        raise ArtifactError(shown, "was altered after it was saved (its hash differs)", rerun)
     wanted = provenance(ckpt_dir, prompt, dtype, root)
     diffs = [f"{k} {_short(found.get(k))} (now {_short(v)})" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
-        raise ArtifactError(
-            f"{display_path(path)} was computed with another " + ", ".join(diffs) + f": re-run {notebook}"
-        )
+        raise ArtifactError(shown, "was computed with another " + ", ".join(diffs), rerun)
     return tensors

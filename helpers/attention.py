@@ -78,8 +78,7 @@ def attention(
     xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
     mask = None  # the causal mask of the shapes
     if kv_cache is not None:  # chapter 09: store this call's keys and values, attend to all stored so far
-        xk, xv = kv_cache.update(layer, start_pos, xk, xv)
-        mask = kv_cache.mask(start_pos, n)
+        xk, xv, mask = kv_cache.update(layer, start_pos, xk, xv)
     out = scaled_dot_product(xq.transpose(-3, -2), xk.transpose(-3, -2), xv.transpose(-3, -2), mask)  # heads first
     out = out.transpose(-3, -2).reshape(*lead, n, cfg.n_heads * cfg.head_dim)  # concatenate the heads
     return linear(out, sd[p + "wo.weight"])

@@ -32,19 +32,16 @@ class KVCache:
 
     def update(
         self, layer: int, start_pos: int, xk: torch.Tensor, xv: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store xk, xv (..., N, n_kv_heads, hd) at start_pos..start_pos+N-1; return keys and values 0..start_pos+N-1."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Store xk, xv (..., N, n_kv_heads, hd) at start_pos..start_pos+N-1; return the keys and
+        values 0..start_pos+N-1 and the attention mask, here None: the keys end at the last
+        query, so the causal mask of their shapes is the right one."""
         end = start_pos + xk.shape[-3]
         if end > self.max_seq_len:
             raise ValueError(f"the KV cache holds {self.max_seq_len} positions; position {end - 1} does not fit")
         self.k[layer, ..., start_pos:end, :, :] = xk
         self.v[layer, ..., start_pos:end, :, :] = xv
-        return self.k[layer, ..., :end, :, :], self.v[layer, ..., :end, :, :]
-
-    def mask(self, start_pos: int, n_queries: int) -> torch.Tensor | None:
-        """The attention mask for queries at start_pos..: None, as the keys returned by
-        ``update`` end at the last query, so the causal mask of their shapes is right."""
-        return None
+        return self.k[layer, ..., :end, :, :], self.v[layer, ..., :end, :, :], None
 
     @property
     def nbytes(self) -> int:
@@ -56,7 +53,7 @@ class StaticKVCache(KVCache):
     """The same cache with the same shapes at every step, for CUDA graphs (helpers/compiled.py).
 
     Positions are a tensor on the cache's device; ``update`` writes there in place and returns
-    keys and values for all max_seq_len positions, and ``mask`` hides the positions after
+    keys and values for all max_seq_len positions, with a mask that hides the positions after
     each query. A step then launches the same kernels on the same buffers every time.
     Shares the storage of the KVCache it views.
     """
@@ -66,18 +63,14 @@ class StaticKVCache(KVCache):
 
     def update(
         self, layer: int, start_pos: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store xk, xv (..., N, n_kv_heads, hd) at positions start_pos..; return all positions."""
-        positions = start_pos + torch.arange(xk.shape[-3], device=xk.device)
-        self.k[layer].index_copy_(-3, positions, xk)
-        self.v[layer].index_copy_(-3, positions, xv)
-        return self.k[layer], self.v[layer]
-
-    def mask(self, start_pos: torch.Tensor, n_queries: int) -> torch.Tensor:
-        """(n_queries, max_seq_len): 0 up to each query's position, -inf after it."""
-        queries = start_pos + torch.arange(n_queries, device=self.k.device)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store xk, xv (..., N, n_kv_heads, hd) at positions start_pos..; return all positions and
+        the (N, max_seq_len) mask: 0 up to each query's position, -inf after it."""
+        queries = start_pos + torch.arange(xk.shape[-3], device=xk.device)
+        self.k[layer].index_copy_(-3, queries, xk)
+        self.v[layer].index_copy_(-3, queries, xv)
         keys = torch.arange(self.max_seq_len, device=self.k.device)
-        return torch.where(keys[None, :] <= queries[:, None], 0.0, float("-inf"))
+        return self.k[layer], self.v[layer], torch.where(keys[None, :] <= queries[:, None], 0.0, float("-inf"))
 
 
 def cache_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> int:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 
 from .config import ModelConfig
+from .kv_cache import cache_bytes_per_token
 
 # Prompt positions processed per forward call in ``generation.prefill``: attention then holds
 # heads x PREFILL_CHUNK x N scores instead of heads x N x N, so memory grows linearly with N.
 PREFILL_CHUNK = 256
+FLOAT32_BYTES = 4  # scores, softmax and logits are at least float32, whatever the weights' dtype
+LIVE_SCORES = 4  # (chunk x T) score tensors attention holds at once, per head
 
 
 def memory_needed(
@@ -32,12 +35,14 @@ def memory_needed(
     elt = torch.empty((), dtype=dtype).element_size()
     total, c = n_prompt + max_new_tokens, min(chunk, max(n_prompt, 1))
     return {
-        "KV cache": 2 * cfg.n_layers * total * cfg.n_kv_heads * cfg.head_dim * elt,
-        # up to four live score tensors (the product, scaled, masked, softmax in float32; measured on a
-        # CPU: tests/test_generation.py), the mask, keys and values repeated to every head
-        "attention": 4 * cfg.n_heads * c * total * 4 + c * total * 4 + 2 * cfg.n_heads * total * cfg.head_dim * elt,
-        "activations": c * (4 * cfg.dim + 3 * cfg.ffn_hidden_dim) * max(elt, 4),
-        "logits": (n_prompt if all_logits else c) * cfg.vocab_size * 4,
+        "KV cache": total * cache_bytes_per_token(cfg, dtype),
+        # up to LIVE_SCORES score tensors (the product, scaled, masked, softmax in float32; measured on
+        # a CPU: tests/test_generation.py), the mask, keys and values repeated to every head
+        "attention": LIVE_SCORES * cfg.n_heads * c * total * FLOAT32_BYTES
+        + c * total * FLOAT32_BYTES
+        + 2 * cfg.n_heads * total * cfg.head_dim * elt,
+        "activations": c * (4 * cfg.dim + 3 * cfg.ffn_hidden_dim) * max(elt, FLOAT32_BYTES),
+        "logits": (n_prompt if all_logits else c) * cfg.vocab_size * FLOAT32_BYTES,
     }
 
 

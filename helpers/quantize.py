@@ -26,6 +26,7 @@ import torch
 
 SCHEMES = ("int8", "int4", "nf4")
 BLOCK = 64  # values per absmax in the 4-bit schemes, as in QLoRA
+NEAR_ZERO = 1e-38  # an all-zero row or block divides by this, not by 0: its codes are 0, not NaN
 PROJECTIONS = (
     "attention.wq",
     "attention.wk",
@@ -109,7 +110,7 @@ def quantize_int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric absmax per output row: codes int8 (out, in), scales float32 (out,) = max|row| / 127."""
     w = w.float()
     scales = w.abs().amax(dim=-1) / 127
-    codes = torch.round(w / scales.clamp(min=1e-38)[:, None]).clamp(-127, 127).to(torch.int8)
+    codes = torch.round(w / scales.clamp(min=NEAR_ZERO)[:, None]).clamp(-127, 127).to(torch.int8)
     return codes, scales
 
 
@@ -117,7 +118,7 @@ def quantize_int4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric absmax per block of 64: codes 1..15 (= q + 8, q in -7..7) as uint8 (n,), absmax float32 (n/64,)."""
     blocks = blocks_of(w)
     absmax = blocks.abs().amax(dim=-1)
-    q = torch.round(blocks / (absmax.clamp(min=1e-38) / 7)[:, None]).clamp(-7, 7)
+    q = torch.round(blocks / (absmax.clamp(min=NEAR_ZERO) / 7)[:, None]).clamp(-7, 7)
     return (q + 8).to(torch.uint8).reshape(-1), absmax
 
 
@@ -131,7 +132,7 @@ def quantize_nf4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     blocks = blocks_of(w)
     absmax = blocks.abs().amax(dim=-1)
-    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38))[:, None], -1, 1)
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=NEAR_ZERO))[:, None], -1, 1)
     midpoints = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
     return torch.bucketize(scaled.reshape(-1), midpoints).to(torch.uint8), absmax
 

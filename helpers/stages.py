@@ -170,6 +170,10 @@ def expected_tensors(name: str, cfg, n: int, dtype: torch.dtype) -> dict[str, tu
     }[name]
 
 
+class StructureError(ValueError):
+    """Tensors that do not have the names, dtypes or shapes a stage has."""
+
+
 def check_structure(name: str, tensors: dict, ckpt_dir: str | Path, prompt: str, dtype: torch.dtype) -> None:
     """Refuse an artifact whose hash checks out but whose contents cannot be the stage's (a forged
     or hand-made file): other keys, dtypes or shapes than the config and the prompt give, token
@@ -178,19 +182,19 @@ def check_structure(name: str, tensors: dict, ckpt_dir: str | Path, prompt: str,
     ids = tok.encode(prompt)
     expected = expected_tensors(name, cfg, len(ids), dtype)
     if sorted(tensors) != sorted(expected):
-        raise ArtifactError(f"holds {sorted(tensors)} where stage {name} holds {sorted(expected)}")
+        raise StructureError(f"holds {sorted(tensors)} where stage {name} holds {sorted(expected)}")
     for key, (want_dtype, want_shape) in expected.items():
         t = tensors[key]
         shape_ok = t.ndim == 1 if want_shape is None else tuple(t.shape) == want_shape
         if t.dtype != want_dtype or not shape_ok:
-            raise ArtifactError(
+            raise StructureError(
                 f"has {key} of {t.dtype} {tuple(t.shape)} where stage {name} has {want_dtype} "
                 f"{want_shape or '(any length,)'} for this prompt"
             )
     if "tokens" in tensors and tensors["tokens"].tolist() != ids:
-        raise ArtifactError("holds token ids that are not the prompt's")
+        raise StructureError("holds token ids that are not the prompt's")
     if "generated" in tensors and not all(0 <= i < cfg.vocab_size for i in tensors["generated"].tolist()):
-        raise ArtifactError("holds generated ids outside the vocabulary")
+        raise StructureError("holds generated ids outside the vocabulary")
 
 
 def load_stage(
@@ -207,13 +211,13 @@ def load_stage(
         if name in RECIPES:
             try:
                 check_structure(name, tensors, ckpt_dir, prompt, dtype)
-            except ArtifactError as err:
-                raise ArtifactError(f"{shown} {err}: re-run notebook {name[:2]}") from err
+            except StructureError as err:
+                raise ArtifactError(shown, str(err), f"re-run notebook {name[:2]}") from err
         return tensors
     except ArtifactError as err:
         if name not in RECIPES:
             raise
-        reason = str(err).removeprefix(shown + " ").split(": re-run")[0].split(": run")[0]
+        reason = err.reason
         outermost = _rebuilt is None
         if outermost:
             _rebuilt = []

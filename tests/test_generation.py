@@ -348,9 +348,9 @@ def test_static_cache_masks_what_is_not_written_yet():
 
     cfg = ModelConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=10)
     cache = StaticKVCache(KVCache(cfg, 6))
-    keys, _ = cache.update(0, torch.tensor(2), torch.ones(1, 2, 8), torch.ones(1, 2, 8))
+    keys, _, mask = cache.update(0, torch.tensor(2), torch.ones(1, 2, 8), torch.ones(1, 2, 8))
     assert keys.shape == (6, 2, 8) and keys[2].eq(1).all() and keys[3:].eq(0).all()
-    assert cache.mask(torch.tensor(2), 1).tolist() == [[0, 0, 0, float("-inf"), float("-inf"), float("-inf")]]
+    assert mask.tolist() == [[0, 0, 0, float("-inf"), float("-inf"), float("-inf")]]
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4", "nf4"])

@@ -30,9 +30,14 @@ def test_rms_norm_matches_torch():
     torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(5, 7), rtol=0, atol=float32_tolerance(2 * 64, 1.0))
 
 
-def test_rms_norm_bf16_keeps_dtype():
-    x = torch.randn(3, 32, generator=g).bfloat16()
-    assert rms_norm(x, torch.ones(32, dtype=torch.bfloat16)).dtype == torch.bfloat16
+def test_rms_norm_bf16_keeps_dtype_and_normalizes_in_float32():
+    x = (torch.randn(3, 32, generator=g) * 40).bfloat16()
+    w = torch.randn(32, generator=g).bfloat16()
+    got = rms_norm(x, w)
+    assert got.dtype == torch.bfloat16
+    # the float32 result, rounded to bfloat16 once before and once after the gain: within 2 bf16 steps
+    want = F.rms_norm(x.float(), (32,), None, 1e-5) * w.float()
+    torch.testing.assert_close(got.float(), want, rtol=2 * 2**-8, atol=0)
 
 
 def test_feed_forward_is_swiglu():
