@@ -297,3 +297,111 @@ def test_a_prompt_longer_than_the_chapters_can_show_is_refused_in_one_line(monke
         book_prompt()
     monkeypatch.setenv("BOOK_PROMPT", "x" * MAX_PROMPT_CHARACTERS)
     assert book_prompt() == "x" * MAX_PROMPT_CHARACTERS
+
+
+# The chapter by which each library module is complete: it imports only modules complete by then.
+# And the code a chapter shows names nothing a later chapter introduces: later chapters extend the
+# earlier code through seams (a weight that multiplies itself, the block passed to the stack, the
+# step passed to generate), never through a branch in it.
+CHAPTER_OF_MODULE = {
+    "files": 0,
+    "config": 0,
+    "checkpoint": 0,
+    "artifacts": 0,
+    "plots": 0,
+    "tokenizer": 1,
+    "rmsnorm": 3,
+    "linear": 4,
+    "attention": 5,
+    "rope": 5,
+    "feed_forward": 6,
+    "model": 7,
+    "sampling": 8,
+    "generation": 9,
+    "kv_cache": 9,
+    "memory": 9,
+    "quantize": 10,
+    "compiled": 10,
+    "moe": 11,
+    "corpus": 12,
+    "train": 12,
+    "evaluate": 12,
+    "hf": 13,
+    "stages": 13,
+}
+# The one seam that still reaches back: chapter 05's attention (and the stack of 07-08 that calls
+# it) takes chapter 09's cache as an optional argument, as gpt-fast's and Meta's attention do.
+REACHES_BACK = {"KVCache"}
+# Checks, not concepts: chapter 10 compares its 4-bit weights with bitsandbytes inside transformers,
+# loading the same weights there with chapter 13's conversion.
+CHECKED_AHEAD = {"hf_model", "transformers_module"}
+
+
+def run_time_imports(tree: ast.Module) -> set[str]:
+    """The helpers modules a module imports when it runs (``if TYPE_CHECKING:`` blocks excluded)."""
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
+    return {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and id(node) not in skip
+    }
+
+
+def test_library_modules_import_only_what_earlier_chapters_taught():
+    modules = {p.stem for p in (ROOT / "helpers").glob("*.py")} - {"__init__", "__main__"}
+    assert modules == set(CHAPTER_OF_MODULE), f"give each module its chapter: {modules ^ set(CHAPTER_OF_MODULE)}"
+    late = []
+    for module, chapter in CHAPTER_OF_MODULE.items():
+        tree = ast.parse((ROOT / "helpers" / f"{module}.py").read_text())
+        late += [f"{module} (ch{chapter:02d}) imports {m} (ch{CHAPTER_OF_MODULE[m]:02d})"
+                 for m in run_time_imports(tree) if CHAPTER_OF_MODULE.get(m, 0) > chapter]  # fmt: skip
+    assert not late, late
+
+
+def introduced_in() -> dict[str, int]:
+    """Each helper name and the chapter that introduces it: the first to show it, or, for a name
+    no chapter shows, the first chapter that shows anything of its module (else the module's)."""
+    from helpers.tools.shown import library
+
+    first: dict[str, int] = {}
+    for path in NOTEBOOKS:
+        for cell in code_cells(path):
+            for qualified in cell.get("metadata", {}).get("shown", []):
+                first.setdefault(qualified, int(path.stem[:2]))
+    module_first: dict[str, int] = {}
+    for qualified, chapter in first.items():
+        module = qualified.split(".")[1]
+        module_first[module] = min(module_first.get(module, 99), chapter)
+    out: dict[str, int] = {}
+    for name, qualified in library().items():
+        chapters = []
+        for q in qualified:
+            module = q.split(".")[1]
+            chapters.append(first.get(q, module_first.get(module, CHAPTER_OF_MODULE.get(module, 0))))
+        out[name] = min(chapters)
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_chapter_shows_nothing_a_later_chapter_introduces(path):
+    """The definitions chapter N shows name no helper that a chapter after N introduces."""
+    from helpers.tools.shown import helper_source
+
+    chapter, when = int(path.stem[:2]), introduced_in()
+    found = []
+    for cell in code_cells(path):
+        for qualified in cell.get("metadata", {}).get("shown", []):
+            tree = ast.parse(helper_source(qualified))
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+            found += [
+                f"{qualified} names {name} (chapter {when[name]:02d})"
+                for name in sorted(names - REACHES_BACK - CHECKED_AHEAD)
+                if when.get(name, 0) > chapter
+            ]
+    assert not found, f"{path.name} (chapter {chapter}) shows code from later chapters: {found}"
