@@ -32,7 +32,7 @@ from .config import ModelConfig
 from .generation import generate
 from .kv_cache import StaticKVCache
 from .model import embed, forward, lm_head, transformer_block
-from .quantize import BLOCK, Int4Weight, Int8Weight, QuantizedWeight, Transposed, unpack_4bit
+from .quantize import BLOCK, Int4Weight, Int8Weight, MultipliesItself, QuantizedWeight, unpack_4bit
 
 _compiled: Callable | None = None
 
@@ -66,9 +66,9 @@ def _tensors(sd: dict) -> Iterator[torch.Tensor]:
 
 
 @dataclass
-class KernelWeight:
+class KernelWeight(MultipliesItself):
     """A quantized weight laid out for one of PyTorch's weight-only CPU kernels; multiplies like a
-    QuantizedWeight (``linear``, ``.mT``), reading the codes once per product and never building
+    QuantizedWeight (``x @ w.mT``), reading the codes once per product and never building
     the dequantized matrix. One subclass per kernel; ``layout`` builds it from the book's weight."""
 
     shape: tuple[int, int]
@@ -82,17 +82,6 @@ class KernelWeight:
         rows = x.reshape(-1, x.shape[-1])
         out = self.product(rows, self.scales.to(x.dtype))  # scales stored in the weights' dtype: a no-op then
         return out.view(*x.shape[:-1], self.shape[0])
-
-    @property
-    def mT(self) -> Transposed:
-        return Transposed(self)
-
-    @property
-    def nbytes(self) -> int:
-        return self.codes.nbytes + self.scales.nbytes
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.codes, self.scales
 
 
 class Int8KernelWeight(KernelWeight):

@@ -151,8 +151,31 @@ class Transposed:
         return self.weight.linear(x)
 
 
+class MultipliesItself:
+    """A weight stored as codes and scales that computes its own product x W^T (``linear``)."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def mT(self) -> Transposed:
+        return Transposed(self)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes and scales."""
+        return self.codes.nbytes + self.scales.nbytes
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The tensors it is stored in."""
+        return self.codes, self.scales
+
+
 @dataclass
-class QuantizedWeight:
+class QuantizedWeight(MultipliesItself):
     """A (out, in) matrix stored in fewer bits: its codes, its scales, and how to read them back.
 
     One subclass per scheme, each owning its two directions: ``quantize`` (a matrix -> codes
@@ -178,19 +201,6 @@ class QuantizedWeight:
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x W^T with W dequantized for this product (and dropped after it)."""
         return x @ self.dequantize().to(x.dtype).T
-
-    @property
-    def mT(self) -> Transposed:
-        return Transposed(self)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held: codes and scales."""
-        return self.codes.nbytes + self.scales.nbytes
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        """The tensors it is stored in."""
-        return self.codes, self.scales
 
     def to(self, device) -> Self:
         return type(self)(self.shape, self.codes.to(device), self.scales.to(device), self.dtype)
