@@ -18,7 +18,7 @@ from .kv_cache import KVCache
 from .memory import PREFILL_CHUNK, check_memory
 from .model import check_tokens, forward
 from .rope import precompute_freqs_cis
-from .sampling import check_sampling_args, sample_next_token
+from .sampling import GREEDY, Sampling
 
 
 def check_prompt(prompt_ids: Sequence[int], cfg: ModelConfig, max_new_tokens: int) -> list[int]:
@@ -45,27 +45,23 @@ def generate_uncached(
     sd: dict[str, torch.Tensor],
     cfg: ModelConfig,
     max_new_tokens: int,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
+    sampling: Sampling = GREEDY,
     stop_ids: Sequence[int] = (),
 ) -> list[int]:
     """Chapter 08's loop: run the whole sequence, pick the next token, append it, repeat.
 
     Stops after ``max_new_tokens`` or after emitting one of ``stop_ids`` (which is
-    returned). Greedy when ``temperature`` is None, else seeded sampling.
+    returned). Greedy unless ``sampling`` says otherwise.
     """
     ids = check_prompt(prompt_ids, cfg, max_new_tokens)
-    check_sampling_args(temperature, top_k, top_p)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    next_token = sampling.sampler()
     device, _ = weights_device_dtype(sd)
     freqs_cis = precompute_freqs_cis(cfg, len(ids) + max_new_tokens).to(device)
     new: list[int] = []
     with torch.inference_mode():
         for _ in range(max_new_tokens):
             logits = forward(torch.tensor(ids, device=device), sd, cfg, freqs_cis, last_only=True)[-1]
-            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
+            next_id = next_token(logits)
             ids.append(next_id)
             new.append(next_id)
             if next_id in stop_ids:
@@ -106,24 +102,20 @@ def generate(
     sd: dict[str, torch.Tensor],
     cfg: ModelConfig,
     max_new_tokens: int,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
+    sampling: Sampling = GREEDY,
     stop_ids: Sequence[int] = (),
     step=forward,
 ) -> list[int]:
     """Chapter 09's loop: the prompt once into a KV cache, then one new token per step.
 
-    The same tokens as ``generate_uncached``, greedy or sampled with the same seed.
+    The same tokens as ``generate_uncached``, greedy or sampled with the same ``sampling``.
     ``step`` computes the logits, of the prompt and of each new token; it is called as
     ``forward`` is (and is ``forward`` unless a model or a faster step is passed in).
     """
     prompt = check_prompt(prompt_ids, cfg, max_new_tokens)
-    check_sampling_args(temperature, top_k, top_p)
     if max_new_tokens == 0:
         return []
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    next_token = sampling.sampler()
     device, dtype = weights_device_dtype(sd)
     if device.type == "cpu":
         check_memory(cfg, len(prompt), max_new_tokens, dtype)
@@ -134,7 +126,7 @@ def generate(
     with torch.inference_mode():
         logits = prefill(torch.tensor(prompt, device=device), sd, cfg, freqs_cis, cache, step=step)
         for pos in range(len(prompt), total):
-            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
+            next_id = next_token(logits)
             new.append(next_id)
             if next_id in stop_ids or pos + 1 == total:
                 break

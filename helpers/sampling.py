@@ -7,6 +7,8 @@ that call them are in ``generation``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -102,3 +104,26 @@ def refuse_nan(scores: torch.Tensor) -> None:
     """No token can be chosen from NaN logits or probabilities: say so instead of picking token 0."""
     if torch.isnan(scores).any():
         raise ValueError("the logits hold NaN, so no token can be chosen: the weights or the input are broken")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a generation loop picks each token: greedy (no temperature), or a draw at
+    ``temperature`` after the top-k and top-p filters, from a generator seeded with ``seed``
+    (None: PyTorch's global one). Settings with no meaning are refused when it is made."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_sampling_args(self.temperature, self.top_k, self.top_p)
+
+    def sampler(self) -> Callable[[torch.Tensor], int]:
+        """logits (V,) -> the next id; one generation's draws, from a generator of its own."""
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        return lambda logits: sample_next_token(logits, self.temperature, self.top_k, self.top_p, generator)
+
+
+GREEDY = Sampling()

@@ -16,6 +16,8 @@ from helpers.kv_cache import KVCache, cache_bytes_per_token
 from helpers.model import forward
 from helpers.rope import precompute_freqs_cis
 from helpers.sampling import (
+    GREEDY,
+    Sampling,
     apply_temperature,
     greedy,
     sample_next_token,
@@ -102,16 +104,16 @@ def test_cached_logits_equal_uncached_at_every_step(name):
         torch.testing.assert_close(step[0], full[pos], rtol=0, atol=tol, msg=f"position {pos}")
 
 
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "top_k": 50, "top_p": 0.9, "seed": 3}])
+@pytest.mark.parametrize("sampling", [GREEDY, Sampling(temperature=0.9, top_k=50, top_p=0.9, seed=3)])
 def test_cached_generation_equals_uncached(sampling):
     cfg = SHAPES["gqa-scaled"]
     sd = random_state_dict(cfg, seed=23, std=0.3)
     prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
-    cached = generate(prompt, sd, cfg, 30, **sampling)
-    uncached = generate_uncached(prompt, sd, cfg, 30, **sampling)
+    cached = generate(prompt, sd, cfg, 30, sampling)
+    uncached = generate_uncached(prompt, sd, cfg, 30, sampling)
     assert cached == uncached and len(cached) == 30
     # the greedy run really is greedy: each token is the argmax given the ones before
-    if not sampling:
+    if sampling == GREEDY:
         seq = prompt + cached
         logits = forward(torch.tensor(seq), sd, cfg)
         assert logits[len(prompt) - 1 : -1].argmax(-1).tolist() == cached
@@ -174,10 +176,8 @@ def test_compiled_decode_step_equals_the_eager_step():
     assert tokens == generate(prompt.tolist(), sd, cfg, 20)
     # no matrix product is left to an ATen kernel: all became generated loops
     assert code and not re.search(r"extern_kernels\.(mm|addmm|bmm)\b", "\n".join(code))
-    sampling = {"temperature": 0.9, "top_k": 50, "top_p": 0.9, "seed": 3}
-    assert generate_compiled(prompt.tolist(), sd, cfg, 20, **sampling) == generate(
-        prompt.tolist(), sd, cfg, 20, **sampling
-    )
+    sampling = Sampling(temperature=0.9, top_k=50, top_p=0.9, seed=3)
+    assert generate_compiled(prompt.tolist(), sd, cfg, 20, sampling) == generate(prompt.tolist(), sd, cfg, 20, sampling)
 
     freqs = precompute_freqs_cis(cfg, 20)
     caches = [KVCache(cfg, 20), KVCache(cfg, 20)]
@@ -379,3 +379,17 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
         w = q[key].dequantize()
         tol = float32_tolerance(w.shape[1], float((x.abs() @ w.abs().T).max()))  # one sum of d products, two orders
         torch.testing.assert_close(for_cpu_kernels(q)[key].linear(x), q[key].linear(x), rtol=0, atol=tol)
+
+
+def test_a_sampling_refuses_what_has_no_meaning_and_replays_its_seed():
+    for bad, match in (({"temperature": 0}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 1.5}, "top_p")):
+        with pytest.raises(ValueError, match=match):
+            Sampling(**{"temperature": 1.0} | bad)
+    cfg = SHAPES["gqa-scaled"]
+    sd = random_state_dict(cfg, seed=23, std=0.3)
+    prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
+    sampling = Sampling(temperature=1.5, seed=7)
+    first = generate(prompt, sd, cfg, 12, sampling)
+    assert generate(prompt, sd, cfg, 12, sampling) == first  # each generation seeds its own generator
+    assert generate(prompt, sd, cfg, 12, Sampling(temperature=1.5, seed=8)) != first
+    assert first != generate(prompt, sd, cfg, 12)  # at T = 1.5 the draws leave the greedy path

@@ -96,7 +96,7 @@ def tied_in(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.
     return cast_state_dict(sd | {"output.weight": sd["tok_embeddings.weight"]}, dtype)
 
 
-def bench_model(name, cfg, sd, dtype, device, repeats, nocache: bool, progress, schemes=()) -> dict:
+def bench_model(name, cfg, sd, dtype, *, device, repeats, progress, nocache: bool = False, schemes=()) -> dict:
     """Time every implementation on one (model, dtype): a short warm-up each (the compile
     happens there), then rounds in which they take turns. Each rate is the median over the rounds."""
     from ..hf import hf_model
@@ -190,16 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     groups = []
     tiny_cfg, tiny_sd = load_checkpoint(TINY_DIR, dtype=torch.float32)
     with tqdm(total=1 if args.skip_1b else 3, desc="bench") as progress:
-        groups.append(bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, args.device, args.repeats, True, progress))
+        run = {"device": args.device, "repeats": args.repeats, "progress": progress}
+        groups.append(bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, nocache=True, **run))
         del tiny_sd
         if not args.skip_1b:
             cfg = llama_3_2_1b_config()
             sd = random_state_dict(cfg, seed=0)
             schemes = () if cuda else QUANTIZED  # the weight-only kernels are CPU kernels
-            groups.append(
-                bench_model("1b-shape", cfg, sd, torch.bfloat16, args.device, args.repeats, False, progress, schemes)
-            )
-            groups.append(bench_model("1b-shape", cfg, sd, torch.float32, args.device, args.repeats, False, progress))
+            groups.append(bench_model("1b-shape", cfg, sd, torch.bfloat16, schemes=schemes, **run))
+            groups.append(bench_model("1b-shape", cfg, sd, torch.float32, **run))
             del sd
     results = summarize(groups, None if args.skip_nbval else round(nbval_suite_seconds(), 1))
     details = {

@@ -26,7 +26,7 @@ from ..kv_cache import KVCache
 from ..memory import check_memory
 from ..quantize import SCHEMES, QuantizeError, quantize_state_dict
 from ..rope import precompute_freqs_cis
-from ..sampling import check_sampling_args
+from ..sampling import Sampling, check_sampling_args
 from ..tokenizer import Tokenizer, TokenizerError
 
 USER_ERRORS = (
@@ -157,15 +157,15 @@ def cmd_generate(args) -> int:
     if args.compile and args.no_cache:
         raise ValueError("--compile speeds up the cached decode step: leave out --no-cache")
     ckpt_dir, prompt, tok, cfg, sd, ids = _load(args, args.max_new_tokens, all_logits=False)
-    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     if args.no_cache:
-        new = generate_uncached(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, **settings)
+        new = generate_uncached(ids, sd, cfg, args.max_new_tokens, sampling, stop_ids=tok.stop_ids)
     else:
         if args.compile:
             from ..compiled import generate_compiled as run
         else:
             run = generate
-        new = run(ids, sd, cfg, args.max_new_tokens, stop_ids=tok.stop_ids, **settings)
+        new = run(ids, sd, cfg, args.max_new_tokens, sampling, stop_ids=tok.stop_ids)
     text = tok.decode([t for t in new if t not in tok.stop_ids])
     print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
     print(prompt + text)
