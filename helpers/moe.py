@@ -26,8 +26,7 @@ the model runs it when it is passed as ``block`` (``moe_forward(moe)`` is ``forw
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -203,32 +202,24 @@ def experts_batched(
     return torch.zeros_like(x).index_add(0, token, out)
 
 
-open_recorders: list[list[torch.Tensor]] = []  # the lists of the record_router_logits() blocks now open
-
-
-@contextmanager
-def record_router_logits() -> Iterator[list[torch.Tensor]]:
-    """Collect the router logits (N, E) of every MoE layer run inside the ``with`` block,
-    in order: for the load-balancing loss and the routing figures."""
-    logs: list[torch.Tensor] = []
-    open_recorders.append(logs)
-    try:
-        yield logs
-    finally:
-        open_recorders.remove(logs)
-
-
 def moe_feed_forward(
-    x: torch.Tensor, sd: dict[str, torch.Tensor], prefix: str, moe: MoEConfig, batched: bool = True
+    x: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    prefix: str,
+    moe: MoEConfig,
+    batched: bool = True,
+    router_logits: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One MoE layer: route each token, run its k experts, combine; add the shared expert.
 
-    x: (..., d) -> (..., d); ``prefix`` is ``layers.{i}.feed_forward.``.
+    x: (..., d) -> (..., d); ``prefix`` is ``layers.{i}.feed_forward.``. The router logits
+    (N, E) are appended to ``router_logits`` when one is given: for the load-balancing loss
+    and the routing figures.
     """
     rows = x.reshape(-1, x.shape[-1])
     logits = linear(rows, sd[prefix + "router.weight"])
-    for logs in open_recorders:
-        logs.append(logits)
+    if router_logits is not None:
+        router_logits.append(logits)
     weights, experts = route(logits, moe.top_k, moe.router)
     run = experts_batched if batched else experts_loop
     w1, w2, w3 = (sd[prefix + key] for key in EXPERT_KEYS)
@@ -239,14 +230,16 @@ def moe_feed_forward(
     return y.reshape(x.shape)
 
 
-def moe_block(moe: MoEConfig) -> Callable[..., torch.Tensor]:
-    """``transformer_block`` with a mixture of experts for its feed-forward: pass it as ``block``."""
+def moe_block(moe: MoEConfig, router_logits: list[torch.Tensor] | None = None) -> Callable[..., torch.Tensor]:
+    """``transformer_block`` with a mixture of experts for its feed-forward: pass it as ``block``.
+    With a list, every layer's router logits are appended to it, in order."""
 
     def block(x, sd, layer, cfg, freqs_cis, kv_cache=None, start_pos=0) -> torch.Tensor:
         p = f"layers.{layer}."
         attention_in = rms_norm(x, sd[p + "attention_norm.weight"], cfg.norm_eps)
         h = x + attention(attention_in, sd, layer, cfg, freqs_cis, kv_cache, start_pos)
-        return h + moe_feed_forward(rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps), sd, p + "feed_forward.", moe)
+        ffn_in = rms_norm(h, sd[p + "ffn_norm.weight"], cfg.norm_eps)
+        return h + moe_feed_forward(ffn_in, sd, p + "feed_forward.", moe, router_logits=router_logits)
 
     return block
 

@@ -360,7 +360,8 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     path's tokens."""
     from torch._inductor.utils import run_and_get_code
 
-    from helpers.compiled import Int4KernelWeight, Int8KernelWeight, for_cpu_kernels, generate_compiled
+    from helpers.compiled import generate_compiled
+    from helpers.kernels import Int4KernelWeight, Int8KernelWeight, for_cpu_kernels
     from helpers.quantize import NF4Weight, quantize_state_dict
 
     cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)

@@ -257,7 +257,7 @@ def test_an_endless_prompt_is_refused_after_a_bounded_read():
 
 
 def test_int4_kernels_leave_a_matrix_whose_rows_are_not_blocks_of_64_on_the_dequantize_path():
-    from helpers.compiled import for_cpu_kernels
+    from helpers.kernels import for_cpu_kernels
 
     cfg = ModelConfig(dim=96, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=64, multiple_of=32)
     q = quantize_state_dict(random_state_dict(cfg, seed=1), "int4")

@@ -23,7 +23,6 @@ from helpers.moe import (
     moe_feed_forward,
     moe_forward,
     parameter_counts,
-    record_router_logits,
     route,
     upcycle,
 )
@@ -100,8 +99,8 @@ def test_llama4_style_equals_llama4_text_moe(k, batched):
     with torch.no_grad():
         want, want_logits = block(x)
     moe = MoEConfig(E, k, F, router="sigmoid", shared_expert=True)
-    with record_router_logits() as logs:
-        got = moe_feed_forward(x, sd, P, moe, batched=batched)
+    logs = []
+    got = moe_feed_forward(x, sd, P, moe, batched=batched, router_logits=logs)
     experts = swiglu_magnitude(x, sd[P + "experts.w1"], sd[P + "experts.w2"], sd[P + "experts.w3"])
     shared_size = swiglu_magnitude(x, *(sd[P + f"shared.{w}.weight"] for w in ("w1", "w2", "w3")))
     tol = float32_tolerance(D + F + k + 1, experts + shared_size)  # routed and shared SwiGLUs, then their sum
@@ -180,8 +179,8 @@ def test_upcycled_model_starts_equal_to_the_dense_model(router, shared):
     tokens = torch.arange(12) % cfg.vocab_size
     dense = forward(tokens, sd, cfg)
     moe_sd = upcycle(sd, cfg, moe, seed=1, router_std=1.0)
-    with record_router_logits() as logs:
-        got = forward(tokens, moe_sd, cfg, block=moe_block(moe))
+    logs = []
+    got = forward(tokens, moe_sd, cfg, block=moe_block(moe, logs))
     tol = logit_tolerance(tokens, sd, cfg)  # k expert copies summed instead of one feed-forward
     torch.testing.assert_close(got, dense, rtol=0, atol=tol)
     assert len(logs) == cfg.n_layers and logs[0].shape == (12, 4)

@@ -321,6 +321,7 @@ CHAPTER_OF_MODULE = {
     "kv_cache": 9,
     "memory": 9,
     "quantize": 10,
+    "kernels": 10,
     "compiled": 10,
     "moe": 11,
     "corpus": 12,

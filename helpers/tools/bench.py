@@ -43,11 +43,12 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import TINY_DIR, cast_state_dict, load_checkpoint, random_state_dict
-from ..compiled import KERNEL_SCHEMES as QUANTIZED
-from ..compiled import for_cpu_kernels, generate_compiled
+from ..compiled import generate_compiled
 from ..config import ModelConfig, llama_3_2_1b_config
 from ..files import REPO_ROOT, atomic_write_text, display_path
 from ..generation import generate, generate_uncached
+from ..kernels import KERNEL_SCHEMES as QUANTIZED
+from ..kernels import for_cpu_kernels
 from ..quantize import quantize_state_dict
 from .bench_report import EAGER, machine, plot, print_table, summarize
 from .book import nbval_suite_seconds

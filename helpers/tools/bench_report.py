@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..compiled import KERNEL_SCHEMES as QUANTIZED
+from ..kernels import KERNEL_SCHEMES as QUANTIZED
 from .roofline import roofline_fraction
 
 EAGER = "scratch-cache eager"  # not a results.json row: details.json, the table and the figure

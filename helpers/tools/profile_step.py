@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from ..compiled import KERNEL_SCHEMES as QUANTIZED
-from ..compiled import for_cpu_kernels
 from ..config import ModelConfig
+from ..kernels import KERNEL_SCHEMES as QUANTIZED
+from ..kernels import for_cpu_kernels
 from ..quantize import quantize_state_dict
 from .bench import prompt_ids, tied_in
 from .roofline import measure_bandwidth

@@ -9,8 +9,8 @@ import time
 import torch
 
 from ..checkpoint import expected_shapes
-from ..compiled import for_cpu_kernels
 from ..config import ModelConfig
+from ..kernels import for_cpu_kernels
 from ..quantize import quantize_state_dict
 
 

@@ -1,0 +1,94 @@
+"""Quantized weights (chapter 10) laid out for PyTorch's weight-only CPU kernels.
+
+The book's int8 and int4 codes multiply through ``aten._weight_int8pack_mm`` and
+``aten._weight_int4pack_mm_for_cpu``, which read the codes once per product and never
+build the dequantized matrix. ``for_cpu_kernels`` converts a state dict once (the same
+values, another layout); ``helpers.compiled.generate_compiled`` decodes with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+import torch
+
+from .quantize import BLOCK, Int4Weight, Int8Weight, MultipliesItself, QuantizedWeight, unpack_4bit
+
+
+@dataclass
+class KernelWeight(MultipliesItself):
+    """A quantized weight laid out for one of PyTorch's weight-only CPU kernels; multiplies like a
+    QuantizedWeight (``x @ w.mT``), reading the codes once per product and never building
+    the dequantized matrix. One subclass per kernel; ``layout`` builds it from the book's weight."""
+
+    shape: tuple[int, int]
+    codes: torch.Tensor
+    scales: torch.Tensor
+
+    def product(self, rows: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        out = self.product(rows, self.scales.to(x.dtype))  # scales stored in the weights' dtype: a no-op then
+        return out.view(*x.shape[:-1], self.shape[0])
+
+
+class Int8KernelWeight(KernelWeight):
+    """``aten._weight_int8pack_mm``: codes (out, in) int8 as the book stores them, one scale per row;
+    in a compiled one-row step, a reduction Inductor generates instead."""
+
+    @classmethod
+    def layout(cls, w: Int8Weight) -> Self:
+        return cls(w.shape, w.codes, w.scales.to(w.dtype))
+
+    def product(self, rows: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        if rows.shape[0] == 1 and torch.compiler.is_compiling():
+            # a compiled decode step: a multiply-and-sum over the int8 codes, scaled after the sum,
+            # which Inductor turns into one loop that streams them (faster than ATen's kernel on a CPU)
+            return ((rows.float()[:, None, :] * self.codes.float()).sum(-1) * scales.float()).to(rows.dtype)
+        return torch.ops.aten._weight_int8pack_mm(rows, self.codes, scales)
+
+
+class Int4KernelWeight(KernelWeight):
+    """``aten._weight_int4pack_mm_for_cpu``: codes in its tiled layout and, per group of 64 along a
+    row, a scale and a zero point (here 0: the book's int4 is symmetric)."""
+
+    @classmethod
+    def layout(cls, w: Int4Weight) -> Self | Int4Weight:
+        out_features, in_features = w.shape
+        if in_features % BLOCK:
+            return w  # the kernel's groups of 64 run along a row: such a matrix stays on the dequantize path
+        codes = unpack_4bit(w.codes, out_features * in_features).view(out_features, in_features).to(torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INT4_INNER_TILES)
+        scales = (w.scales / 7).view(out_features, in_features // BLOCK).T  # (groups, out): absmax / 7 per code
+        scale_and_zero = torch.stack([scales, torch.zeros_like(scales)], -1).contiguous().to(w.dtype)
+        return cls(w.shape, packed, scale_and_zero)
+
+    def product(self, rows: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, scales)
+
+
+# which kernel layout each scheme has; NF4 has none and stays as it is (compiled, Inductor fuses
+# its dequantization into the product)
+KERNEL_LAYOUTS = {Int8Weight: Int8KernelWeight.layout, Int4Weight: Int4KernelWeight.layout}
+KERNEL_SCHEMES = tuple(cls.scheme for cls in KERNEL_LAYOUTS)  # the schemes PyTorch has CPU kernels for
+INT4_INNER_TILES = 2  # _convert_weight_to_int4pack_for_cpu's innerKTiles: its layout's k-tiling
+
+
+def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:
+    """The same int8 or int4 weight in the kernels' layout (exactly the same values); others as they are."""
+    layout = KERNEL_LAYOUTS.get(type(w))
+    return layout(w) if layout else w
+
+
+def for_cpu_kernels(sd: dict) -> dict:
+    """The state dict with its int8 and int4 weights on a CPU (or ``meta``, to count bytes) in the
+    kernels' layout; everything else as it is, so a converted dict passes through unchanged.
+    Repacking int4 takes seconds at the 1B shape: convert once, pass the result to each
+    ``generate_compiled``."""
+    return {
+        k: kernel_weight(v) if isinstance(v, QuantizedWeight) and v.codes.device.type in ("cpu", "meta") else v
+        for k, v in sd.items()
+    }
