@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -31,6 +31,7 @@ from .generation import generate
 from .kernels import for_cpu_kernels
 from .kv_cache import StaticKVCache
 from .model import embed, forward, lm_head, transformer_block
+from .sampling import GREEDY, Sampling
 
 _compiled: Callable | None = None
 
@@ -63,7 +64,14 @@ def _tensors(sd: dict) -> Iterator[torch.Tensor]:
             yield from value.tensors()
 
 
-def generate_compiled(prompt_ids, sd: dict, cfg: ModelConfig, max_new_tokens: int, **options) -> list[int]:
+def generate_compiled(
+    prompt_ids: Sequence[int],
+    sd: dict,
+    cfg: ModelConfig,
+    max_new_tokens: int,
+    sampling: Sampling = GREEDY,
+    stop_ids: Sequence[int] = (),
+) -> list[int]:
     """``generation.generate`` (same arguments, same tokens) with every one-token step compiled.
 
     int8 and int4 weights are put in the CPU kernels' layout once, here, and the prompt runs
@@ -75,7 +83,7 @@ def generate_compiled(prompt_ids, sd: dict, cfg: ModelConfig, max_new_tokens: in
     def step(tokens: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # the prompt eager, each new token compiled
         return (compiled if tokens.shape[-1] == 1 else forward)(tokens, *args, **kwargs)
 
-    return generate(prompt_ids, weights, cfg, max_new_tokens, step=step, **options)
+    return generate(prompt_ids, weights, cfg, max_new_tokens, sampling, stop_ids, step=step)
 
 
 def compiled_step(sd: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
