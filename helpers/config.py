@@ -153,8 +153,11 @@ class ModelConfig:
         return self.vocab_size * d + self.n_layers * block + d
 
     def to_params(self) -> dict:
-        """The dict that params.json holds (Meta's keys only)."""
-        return {k: v for k, v in asdict(self).items() if k in PARAMS_KEYS}
+        """The dict that params.json holds: Meta's keys, and max_seq_len for a context shorter than Llama 3's."""
+        params = {k: v for k, v in asdict(self).items() if k in PARAMS_KEYS}
+        if self.max_seq_len != ModelConfig.max_seq_len:  # a model with a shorter context than Llama 3's
+            params["max_seq_len"] = self.max_seq_len
+        return params
 
     @classmethod
     def from_params(cls, params: dict, rope_scale_factor: float | None = None) -> ModelConfig:
@@ -167,7 +170,10 @@ class ModelConfig:
             args["n_kv_heads"] = params["n_heads"]
         if rope_scale_factor is not None:
             args["rope_scale_factor"] = rope_scale_factor
-        return cls(**args, extra={k: v for k, v in params.items() if k not in PARAMS_KEYS})
+        known = (*PARAMS_KEYS, "max_seq_len")  # Meta's ModelArgs reads max_seq_len too
+        if "max_seq_len" in params:
+            args["max_seq_len"] = params["max_seq_len"]
+        return cls(**args, extra={k: v for k, v in params.items() if k not in known})
 
     @classmethod
     def from_json(cls, path: str | Path, rope_scale_factor: float | None = None) -> ModelConfig:

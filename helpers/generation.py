@@ -105,12 +105,15 @@ def generate(
     sampling: Sampling = GREEDY,
     stop_ids: Sequence[int] = (),
     step=forward,
+    on_token=None,
 ) -> list[int]:
     """Chapter 09's loop: the prompt once into a KV cache, then one new token per step.
 
     The same tokens as ``generate_uncached``, greedy or sampled with the same ``sampling``.
     ``step`` computes the logits, of the prompt and of each new token; it is called as
     ``forward`` is (and is ``forward`` unless a model or a faster step is passed in).
+    ``on_token``, if given, is called with each new id as soon as it is chosen (to print a
+    reply as it is written).
     """
     prompt = check_prompt(prompt_ids, cfg, max_new_tokens)
     if max_new_tokens == 0:
@@ -128,6 +131,8 @@ def generate(
         for pos in range(len(prompt), total):
             next_id = next_token(logits)
             new.append(next_id)
+            if on_token is not None:
+                on_token(next_id)
             if next_id in stop_ids or pos + 1 == total:
                 break
             token = torch.tensor([next_id], device=device)  # the newest token only, at position pos

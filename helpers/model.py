@@ -90,6 +90,27 @@ def rope_rows(cfg: ModelConfig, freqs_cis: torch.Tensor | None, start_pos: int, 
     return freqs_cis[start_pos:end].to(device)
 
 
+def run_blocks(
+    h: torch.Tensor,
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    freqs: torch.Tensor,
+    kv_cache: KVCache | None = None,
+    start_pos: int = 0,
+    block=transformer_block,
+    states: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The one loop over the layers: X^0 (..., N, d) through every block -> X^L.
+
+    ``freqs`` are the RoPE rows of these N positions; ``states``, when given, receives X^1 .. X^L.
+    """
+    for layer in range(cfg.n_layers):
+        h = block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
+        if states is not None:
+            states.append(h)
+    return h
+
+
 def hidden_states(
     tokens: torch.Tensor,
     sd: dict[str, torch.Tensor],
@@ -103,8 +124,7 @@ def hidden_states(
     """
     freqs = rope_rows(cfg, freqs_cis, 0, tokens.shape[-1], tokens.device)
     states = [embed(tokens, sd)]
-    for layer in range(cfg.n_layers):
-        states.append(block(states[-1], sd, layer, cfg, freqs))
+    run_blocks(states[0], sd, cfg, freqs, block=block, states=states)
     return states
 
 
@@ -127,10 +147,7 @@ def forward_hidden(
     ``block`` is each layer's function, ``transformer_block`` unless a model changes the block.
     """
     freqs = rope_rows(cfg, freqs_cis, start_pos, tokens.shape[-1], tokens.device)
-    h = embed(tokens, sd)
-    for layer in range(cfg.n_layers):
-        h = block(h, sd, layer, cfg, freqs, kv_cache, start_pos)
-    return h
+    return run_blocks(embed(tokens, sd), sd, cfg, freqs, kv_cache, start_pos, block)
 
 
 def forward(

@@ -1,6 +1,7 @@
-"""Command line: ``python -m helpers generate|logits|export-hf``.
+"""Command line: ``python -m helpers generate|chat|logits|export-hf``.
 
     python -m helpers generate --prompt "The capital of France is" --max-new-tokens 20
+    python -m helpers chat --checkpoint models/SmolLM2-135M-Instruct/original   # (make smollm2)
     python -m helpers logits --prompt-file prompt.txt --out logits.pt
     python -m helpers export-hf --out tiny-llama-hf   # for AutoModelForCausalLM.from_pretrained
 
@@ -12,12 +13,14 @@ starting with ``error:`` on stderr and exits with status 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import codecs
 import signal
 import sys
 
 import torch
 
 from ..artifacts import ArtifactError
+from ..chat import ChatError, ChatTemplate
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_dir
 from ..config import ConfigError, ModelConfig
 from ..files import atomic_write, check_writable_target, display_path
@@ -33,6 +36,7 @@ USER_ERRORS = (
     CheckpointError,
     ConfigError,
     TokenizerError,
+    ChatError,
     ArtifactError,
     QuantizeError,
     ValueError,
@@ -66,18 +70,25 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="run on quantized projections (chapter 10): int8 per row, int4 or nf4 in blocks of 64",
     )
-    gen = sub.add_parser("generate", parents=[common], help="continue a prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=32)
-    gen.add_argument("--temperature", type=float, default=None, help="> 0 to sample; unset: greedy")
-    gen.add_argument(
+    sampling = argparse.ArgumentParser(add_help=False)
+    sampling.add_argument("--temperature", type=float, default=None, help="> 0 to sample; unset: greedy")
+    sampling.add_argument(
         "--top-k", type=int, default=None, help="keep the k most likely tokens (>= 1); needs --temperature"
     )
-    gen.add_argument("--top-p", type=float, default=None, help="nucleus threshold in (0, 1]; needs --temperature")
-    gen.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    sampling.add_argument("--top-p", type=float, default=None, help="nucleus threshold in (0, 1]; needs --temperature")
+    sampling.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    gen = sub.add_parser("generate", parents=[common, sampling], help="continue a prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--no-cache", action="store_true", help="re-run the whole sequence each step (chapter 08)")
     gen.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step: faster, after a minute of compiling"
     )
+    ch = sub.add_parser("chat", parents=[sampling], help="talk to a chat model; the reply is printed as it is written")
+    ch.add_argument("--checkpoint", default=None, help="Meta-format directory (params.json, consolidated.00.pth)")
+    ch.add_argument("--message", default=None, help="answer this one message and exit (default: a conversation)")
+    ch.add_argument("--system", default=None, help="system message (default: the model's own, if it has one)")
+    ch.add_argument("--max-new-tokens", type=int, default=256, help="longest reply, in tokens")
+    ch.add_argument("--quantize", choices=SCHEMES, default=None, help="as for generate")
     lg = sub.add_parser("logits", parents=[common], help="write float32 logits of every position")
     lg.add_argument("--out", required=True, help="output .pt file: {'tokens': (N,), 'logits': (N, V)}")
     ex = sub.add_parser("export-hf", help="write the checkpoint in Hugging Face's format (chapter 13)")
@@ -143,7 +154,8 @@ def _load(args, max_new_tokens: int, all_logits: bool) -> tuple:
     return ckpt_dir, prompt, tok, cfg, sd, ids
 
 
-def cmd_generate(args) -> int:
+def sampling_from_args(args) -> Sampling:
+    """The sampling flags, checked, with --max-new-tokens."""
     check_sampling_args(args.temperature, args.top_k, args.top_p)
     if args.temperature is None and (args.top_k is not None or args.top_p is not None):
         flag = "--top-k" if args.top_k is not None else "--top-p"
@@ -154,10 +166,14 @@ def cmd_generate(args) -> int:
         raise ValueError(f"--seed must be an integer in 0 .. 2**63 - 1 (got {args.seed})")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
+    return Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+
+
+def cmd_generate(args) -> int:
+    sampling = sampling_from_args(args)
     if args.compile and args.no_cache:
         raise ValueError("--compile speeds up the cached decode step: leave out --no-cache")
     ckpt_dir, prompt, tok, cfg, sd, ids = _load(args, args.max_new_tokens, all_logits=False)
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     if args.no_cache:
         new = generate_uncached(ids, sd, cfg, args.max_new_tokens, sampling, stop_ids=tok.stop_ids)
     else:
@@ -170,6 +186,70 @@ def cmd_generate(args) -> int:
     print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
     print(prompt + text)
     return 0
+
+
+def read_turn(limit: int) -> str | None:
+    """One line from standard input (at most ``limit`` bytes), or None at its end."""
+    print("> ", end="", flush=True)
+    line = sys.stdin.buffer.readline(limit + 1)
+    if not line:
+        return None
+    if len(line) > limit:
+        raise ValueError(f"a message of more than {limit:,} bytes cannot fit in the model's context")
+    return line.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def stream_reply(ids: list[int], tok: Tokenizer, sd, cfg: ModelConfig, max_new_tokens: int, sampling: Sampling):
+    """generate, printing each token as it comes (a character split over two tokens waits for
+    the second); returns the new ids."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def show(token: int) -> None:
+        if token not in tok.stop_ids:
+            print(decoder.decode(tok.encoding.decode_single_token_bytes(token)), end="", flush=True)
+
+    new = generate(ids, sd, cfg, max_new_tokens, sampling, tok.stop_ids, on_token=show)
+    print(decoder.decode(b"", final=True))
+    return new
+
+
+def cmd_chat(args) -> int:
+    sampling = sampling_from_args(args)
+    ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
+    cfg = ModelConfig.from_json(ckpt_dir)
+    tok = Tokenizer.load(ckpt_dir)
+    template = ChatTemplate.load(ckpt_dir, tok)  # a model without one is refused before its weights are read
+    if args.system is not None:
+        template = ChatTemplate(template.format, args.system)
+    limit = cfg.max_seq_len * tok.max_token_bytes
+    check_memory(cfg, 1, args.max_new_tokens, torch.float32, extra=4 * cfg.n_parameters)  # each turn checks its own
+    cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
+    if args.quantize:
+        sd = quantize_state_dict(sd, args.quantize)
+    print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
+    messages: list[dict] = []
+    while True:
+        text = args.message if args.message is not None else read_turn(limit)
+        if text is None:  # end of input (Ctrl-D)
+            print()
+            return 0
+        if not text.strip():
+            if args.message is not None:
+                raise ValueError("the message is empty: pass some text with --message")
+            continue
+        messages.append({"role": "user", "content": text})
+        try:
+            ids = check_prompt(template.prompt(tok, messages), cfg, args.max_new_tokens)
+        except ValueError as err:
+            if args.message is not None:
+                raise
+            print(f"error: {err}; the conversation starts again", file=sys.stderr)
+            messages.clear()
+            continue
+        new = stream_reply(ids, tok, sd, cfg, args.max_new_tokens, sampling)
+        messages.append({"role": "assistant", "content": tok.decode([t for t in new if t not in tok.stop_ids])})
+        if args.message is not None:
+            return 0
 
 
 def cmd_logits(args) -> int:
@@ -207,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
-        commands = {"generate": cmd_generate, "logits": cmd_logits, "export-hf": cmd_export_hf}
+        commands = {"generate": cmd_generate, "chat": cmd_chat, "logits": cmd_logits, "export-hf": cmd_export_hf}
         return commands[args.command](args)
     except (UsageError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
