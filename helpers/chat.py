@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from .files import FileTooLarge, display_path, read_bounded
 from .tokenizer import Tokenizer
@@ -96,7 +97,7 @@ class ChatTemplate:
         return FORMATS[self.format](tok, messages, self.default_system)
 
     @classmethod
-    def load(cls, ckpt_dir: str | Path, tok: Tokenizer) -> ChatTemplate:
+    def load(cls, ckpt_dir: str | Path, tok: Tokenizer) -> Self:
         """The checkpoint's ``chat_template.json``; without one, the format whose control tokens
         the tokenizer has (Llama 3's for Meta's files); a model with neither has no chat template."""
         path = Path(ckpt_dir) / CHAT_FILE

@@ -100,7 +100,7 @@ def corpus_text(countries: list[Country]) -> str:
 
 def seen_token_ids(tok: Tokenizer, countries: list[Country]) -> list[int]:
     """Sorted ids of every token the training data can contain (BOS and EOS included)."""
-    ids = set(tok.encode(corpus_text(countries), bos=True, eos=True))
+    ids = set(tok.encode(corpus_text(countries), eos=True))
     for c in countries:
         for s in sentences(c):
             ids.update(tok.encode(s, bos=False))

@@ -20,6 +20,7 @@ import torch
 
 from .config import ModelConfig
 from .files import display_path
+from .hf import transformers_module
 from .tokenizer import TokenizerDescription
 
 MAGIC = b"GGUF"
@@ -28,9 +29,9 @@ MAX_HEADER_BYTES = 256 << 20  # SmolLM2's header (vocabulary, merges, template) 
 MAX_ITEMS = 1 << 24  # more entries than any vocabulary or tensor table has
 BLOCK = 32  # values per quantization block (Q8_0, Q4_0, Q4_1)
 
-# GGUF metadata value types -> struct format (8 = string, 9 = array, read separately).
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_STRING, _ARRAY = 8, 9
+# GGUF metadata value types -> struct format (8 = string, 9 = array: read by HeaderReader.value).
+SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+STRING, ARRAY = 8, 9
 
 # ggml tensor types the book reads: name, values per block, bytes per block.
 TENSOR_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 3: ("Q4_1", BLOCK, 20), 8: ("Q8_0", BLOCK, 34)}
@@ -52,7 +53,7 @@ class TensorInfo:
     nbytes: int
 
 
-class _Reader:
+class HeaderReader:
     """Little-endian reads from a byte string, each checked against what is left."""
 
     def __init__(self, data: bytes, where: str):
@@ -84,11 +85,11 @@ class _Reader:
             raise GGUFError(f"{self.where}: a string at byte {self.pos:,} is not UTF-8: damaged file") from err
 
     def value(self, kind: int):
-        if kind in _SCALARS:
-            return self.scalar(_SCALARS[kind])
-        if kind == _STRING:
+        if kind in SCALAR_FORMATS:
+            return self.scalar(SCALAR_FORMATS[kind])
+        if kind == STRING:
             return self.string()
-        if kind == _ARRAY:
+        if kind == ARRAY:
             item_kind, n = self.scalar("I"), self.count()
             return [self.value(item_kind) for _ in range(n)]
         raise GGUFError(f"{self.where}: unknown metadata type {kind} at byte {self.pos:,}")
@@ -120,7 +121,7 @@ def read_gguf(path: str | Path) -> GGUFFile:
     where = display_path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        r = _Reader(f.read(MAX_HEADER_BYTES), where)
+        r = HeaderReader(f.read(MAX_HEADER_BYTES), where)
     if r.take(4) != MAGIC:
         raise GGUFError(f"{where} does not start with 'GGUF': not a GGUF file")
     version = r.scalar("I")
@@ -314,3 +315,21 @@ def gguf_tokenizer(gguf: GGUFFile) -> tuple[dict[bytes, int], TokenizerDescripti
 def ranks_file_text(ranks: dict[bytes, int]) -> str:
     """tokenizer.model's format: ``base64(token bytes) rank`` per line, by rank."""
     return "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda kv: kv[1]))
+
+
+def transformers_from_gguf(path: str | Path):
+    """The check of this chapter: ``transformers`` reading the same GGUF file itself (its own
+    reader, dequantizers and renaming), in float32. Its progress bars are silenced: the GGUF
+    conversion's comes from tqdm directly, not through transformers' switch."""
+    from unittest import mock
+
+    transformers = transformers_module()
+    import transformers.modeling_gguf_pytorch_utils as gguf_loading
+
+    path = Path(path)
+    transformers.utils.logging.disable_progress_bar()
+    with mock.patch.object(gguf_loading, "tqdm", lambda items, **_: items):
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
+    return model.eval()

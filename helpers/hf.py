@@ -19,7 +19,7 @@ from .checkpoint import expected_shapes, load_checkpoint, resolve_checkpoint_dir
 from .config import ModelConfig
 from .files import new_directory
 from .quantize import bitsandbytes_module
-from .tokenizer import PATTERN, SPECIAL_TOKENS, Tokenizer
+from .tokenizer import Tokenizer
 
 KEY_MAP = {
     "tok_embeddings.weight": "model.embed_tokens.weight",
@@ -182,26 +182,33 @@ GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9}
 
 
 def hf_tokenizer(tok: Tokenizer):
-    """A ``transformers`` fast tokenizer that encodes exactly like the book's (Meta's) tokenizer.
+    """A ``transformers`` fast tokenizer that encodes exactly like the book's tokenizer.
 
     The tiktoken file's ranks become a byte-level BPE vocabulary and merge list
-    (``TikTokenConverter``), split by the same regular expression; the 256 special tokens
-    follow at 128000..; a post-processor prepends <|begin_of_text|> as Llama 3's own
-    tokenizer.json does. ``split_special_tokens``: a special token's *text* in the input is
-    encoded as ordinary text, as Meta's ``encode`` does, never as the special id.
+    (``TikTokenConverter``), split by the same regular expression; the special tokens join
+    the vocabulary at their own ids (128000.. for Llama 3); a post-processor prepends the BOS
+    token when the model adds one, as Llama 3's own tokenizer.json does. ``split_special_tokens``:
+    a special token's *text* in the input is encoded as ordinary text, as Meta's ``encode``
+    does, never as the special id.
     """
     tf = transformers_module()
+    from tokenizers import AddedToken
+    from tokenizers.models import BPE
     from tokenizers.processors import TemplateProcessing
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    backend = TikTokenConverter(vocab_file=str(tok.path), pattern=PATTERN, extra_special_tokens=SPECIAL_TOKENS)
-    backend = backend.converted()
-    bos = "<|begin_of_text|>"
-    backend.post_processor = TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.bos_id)]
-    )
+    converter = TikTokenConverter(vocab_file=str(tok.path), pattern=tok.description.pattern)
+    backend = converter.converted()
+    vocab, merges = converter.extract_vocab_merges_from_model(str(tok.path))
+    backend.model = BPE(vocab | tok.special_tokens, merges, fuse_unk=False, ignore_merges=True)
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in tok.special_tokens])
+    bos = tok.description.bos
+    if bos is not None:
+        backend.post_processor = TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.bos_id)]
+        )
     return tf.PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=bos, eos_token="<|end_of_text|>", split_special_tokens=True
+        tokenizer_object=backend, bos_token=bos, eos_token=tok.description.end_of_text, split_special_tokens=True
     )
 
 

@@ -82,7 +82,7 @@ def make_batch(
     countries: list[Country], tok: Tokenizer, to_compact: dict[int, int], batch_size: int, rng: random.Random
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs, targets (compact ids) and loss mask for ``batch_size`` random documents, right-padded."""
-    docs = [tok.encode(document(rng.choice(countries), rng), bos=True, eos=True) for _ in range(batch_size)]
+    docs = [tok.encode(document(rng.choice(countries), rng), eos=True) for _ in range(batch_size)]
     n = max(len(d) for d in docs) - 1
     inputs = torch.zeros(batch_size, n, dtype=torch.long)
     targets = torch.zeros(batch_size, n, dtype=torch.long)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import struct
 from itertools import pairwise
 from pathlib import Path
 
@@ -84,6 +85,26 @@ def forgot_ffn_multiplier(params):  # the solution, but the SwiGLU size without 
     return solutions()["llama_config_fields"][1](params | {"ffn_dim_multiplier": None})
 
 
+def interleaved_q4_1(raw, shape):  # reads the two codes of a byte as neighbours (j low, j + 1 high)
+    out = []
+    for start in range(0, len(raw), 20):
+        scale, minimum = struct.unpack("<ee", raw[start : start + 4])
+        packed = torch.tensor(list(raw[start + 4 : start + 20]))
+        out.append(scale * torch.stack([packed % 16, packed // 16], 1).flatten().float() + minimum)
+    return torch.cat(out).reshape(shape)
+
+
+def unsigned_q8_0(raw, shape):  # the codes read as bytes 0..255 instead of signed -128..127
+    scales = [struct.unpack("<e", raw[i : i + 2])[0] for i in range(0, len(raw), 34)]
+    codes = [torch.tensor(list(raw[i + 2 : i + 34])).float() for i in range(0, len(raw), 34)]
+    return torch.cat([s * c for s, c in zip(scales, codes, strict=True)]).reshape(shape)
+
+
+def chatml_as_text(tok, messages):  # the control tokens written as text: the tokenizer splits them up
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return tok.encode(text + "<|im_start|>assistant\n", bos=False)
+
+
 WRONG = {
     "bpe": (leftmost_first_bpe, "' Ouagadougou': got"),
     "bpe_merges": (first_pair_merges, "merge 2: 'low'+'e' occurs 2x, but e+r occurs 3x"),
@@ -151,6 +172,9 @@ WRONG = {
         forgot_ffn_multiplier,
         "Llama-3.2-1B: intermediate_size: got 5632, expected 8192",
     ),
+    "q8_0_blocks": (unsigned_q8_0, "one block: differs"),
+    "q4_1_blocks": (interleaved_q4_1, "one block: differs"),
+    "chatml": (chatml_as_text, "one user message: got"),
     "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
 }
 

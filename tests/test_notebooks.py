@@ -31,6 +31,7 @@ EXPECTED = [
     "11_mixture_of_experts",
     "12_training",
     "13_transformers",
+    "14_a_real_model",
 ]
 # Modules whose functions and classes are concepts the chapters teach: a chapter that imports
 # one of them relies on a definition some chapter shows on screen.
@@ -50,6 +51,8 @@ CONCEPT_MODULES = {
     "moe",
     "corpus",
     "train",
+    "gguf",
+    "chat",
 }
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from helpers.chat import ChatError, ChatTemplate, chatml_prompt, llama3_prompt
 from helpers.checkpoint import load_checkpoint
 from helpers.files import REPO_ROOT
-from helpers.gguf import GGUFError, byte_alphabet, dequantize_q4_1, dequantize_q8_0, read_gguf
+from helpers.gguf import GGUFError, byte_alphabet, dequantize_q4_1, dequantize_q8_0, read_gguf, transformers_from_gguf
 from helpers.model import forward
 from helpers.tokenizer import Tokenizer, TokenizerError
 from helpers.tools import smollm2
@@ -37,7 +37,7 @@ def gguf_path():
 @pytest.fixture(scope="module")
 def model_dir(gguf_path, tmp_path_factory):
     """The converted model: make smollm2's directory if it is there, else a fresh conversion."""
-    made = REPO_ROOT / smollm2.OUT
+    made = smollm2.OUT
     if (made / "provenance.json").is_file():
         return made
     return smollm2.convert(gguf_path, tmp_path_factory.mktemp("smollm2") / "original")
@@ -203,12 +203,8 @@ def test_a_tokenizer_without_chat_tokens_has_no_chat_template(model_dir, tmp_pat
 
 def test_forward_equals_transformers_loading_the_gguf(model_dir, gguf_path, smol_tok):
     """The book's forward on the converted weights vs transformers' own GGUF loading."""
-    from transformers import AutoModelForCausalLM
-
     cfg, sd = load_checkpoint(model_dir, dtype=torch.float32)
-    theirs = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    ).eval()
+    theirs = transformers_from_gguf(gguf_path)
     tokens = torch.tensor(smol_tok.encode("The capital of France is Paris. In 2024, 17 trains left at 9:45 each day."))
     with torch.no_grad():
         want = theirs(tokens[None]).logits[0]

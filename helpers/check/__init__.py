@@ -30,6 +30,7 @@ from .ch10_quantization import block_errors, int8_rows, nf4_block
 from .ch11_mixture_of_experts import experts_touched, load_balance, moe_route
 from .ch12_training import adamw_step, cross_entropy, lr_schedule
 from .ch13_transformers import hf_names, llama_config_fields, rotate_half_rows
+from .ch14_real_model import chatml, q4_1_blocks, q8_0_blocks
 
 __all__ = [
     "bpe",
@@ -71,4 +72,7 @@ __all__ = [
     "hf_names",
     "rotate_half_rows",
     "llama_config_fields",
+    "q8_0_blocks",
+    "q4_1_blocks",
+    "chatml",
 ]

