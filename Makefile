@@ -28,9 +28,10 @@ $(STAMP): requirements.txt
 smollm2: $(STAMP)
 	$(PY) -m helpers.tools.smollm2
 
-## make run: execute notebooks 01..13 in order into build/ (notebooks + HTML) and print a summary
-run: $(STAMP)
-	$(PY) -m helpers.tools.book run
+## make run: execute notebooks 01..14 in order into build/ (notebooks + HTML) and print a summary;
+## CHECKPOINT=DIR runs them on another checkpoint, e.g. CHECKPOINT=models/SmolLM2-135M-Instruct/original
+run: $(STAMP) smollm2
+	$(if $(CHECKPOINT),LLAMA_CHECKPOINT=$(abspath $(CHECKPOINT))) $(PY) -m helpers.tools.book run
 
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 # Another processor, seen from this one: PyTorch's and oneDNN's kernels limited to AVX2 (a laptop
@@ -46,10 +47,15 @@ endif
 OTHER_CPU += TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-other-cpu
 NUMERIC_TESTS := tests/test_parity_hf.py tests/test_parity_meta.py tests/test_generation.py tests/test_quantize.py
 
-## make test: unit, property and oracle tests and every notebook re-executed and compared (nbval), then
-## the notebooks and the numeric tests again with another processor's kernels
-test: $(STAMP) lint
+## make test: unit, property and oracle tests and every notebook re-executed and compared (nbval), some
+## chapters run on the real SmolLM2 model, then the notebooks and the numeric tests again with another
+## processor's kernels
+SMOKE_CHAPTERS := 01 02 04 07 08 09 13
+
+test: $(STAMP) lint smollm2
 	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests $(NBVAL)
+	@echo "== chapters $(SMOKE_CHAPTERS) on the real model $(SMOLLM2) (executed, outputs not compared)"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m helpers.tools.book smoke --checkpoint $(SMOLLM2) $(SMOKE_CHAPTERS)
 	@echo "== again, with another processor's kernels: $(OTHER_CPU)"
 	$(OFFLINE) $(OTHER_CPU) $(PY) -m pytest -p no:cacheprovider $(NUMERIC_TESTS) $(NBVAL)
 
@@ -62,11 +68,11 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 ## make notebooks: re-execute the committed notebooks in place on the embedded checkpoint
-notebooks: $(STAMP)
+notebooks: $(STAMP) smollm2
 	$(OFFLINE) $(PY) -m helpers.tools.book notebooks
 
 ## make solutions: run the exercise solutions (notebooks/solutions/) through their self-checks
-solutions: $(STAMP)
+solutions: $(STAMP) smollm2
 	$(OFFLINE) $(PY) -m helpers.tools.solutions
 
 ## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)

@@ -22,6 +22,7 @@ def fact_accuracy(
     countries: list[Country],
     prompt: str = CAPITAL[0],
     answer: str = CAPITAL[1],
+    with_misses: bool = True,
 ) -> tuple[float, list[tuple[str, str, str]]]:
     """Share of countries for which greedy decoding of ``prompt.format(c=country)`` produces
     exactly the tokens of ``" " + answer.format(c=country)``; by default, the capital.
@@ -29,7 +30,8 @@ def fact_accuracy(
     Greedy decoding produces the answer if and only if, fed the answer so far, the model's
     top token is the answer's next token at every step (teacher forcing). So one forward
     pass over prompt + answer decides it; prompts of equal length run as one batch.
-    Returns (accuracy, [(country, expected, greedy continuation) for each miss]).
+    Returns (accuracy, [(country, expected, greedy continuation) for each miss]); the misses
+    cost a generation each, and ``with_misses=False`` skips them (the list is then empty).
     """
     by_length = defaultdict(list)
     for c in countries:
@@ -47,6 +49,8 @@ def fact_accuracy(
                 if top[start : start + len(want)] != want:
                     wrong.append((c, ids, want))
                 start += len(want)
+    if not with_misses:
+        return 1 - len(wrong) / len(countries), []
     misses = []
     for c, ids, want in sorted(wrong, key=lambda item: item[0].name):
         got = generate(ids, sd, cfg, len(want), stop_ids=tok.stop_ids)  # what it says instead

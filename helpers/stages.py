@@ -30,7 +30,7 @@ from .linear import linear
 from .model import embed, forward, forward_hidden, transformer_block
 from .rmsnorm import at_least_float32, rms_norm
 from .rope import apply_rotary_emb, precompute_freqs_cis
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, llama3_description
 
 DEFAULT_PROMPT = "The capital of France is"
 SETTINGS_FILE = REPO_ROOT / "notebooks" / "book.json"
@@ -71,6 +71,15 @@ def default_prompt_only(prompt: str, claim: str) -> bool:
     if prompt == DEFAULT_PROMPT:
         return True
     print(f"(not checked: {claim} — true of the default prompt {DEFAULT_PROMPT!r}, not of {prompt!r})")
+    return False
+
+
+def llama3_tokenizer_only(tok: Tokenizer, claim: str) -> bool:
+    """True when ``tok`` is Llama 3's tokenizer; otherwise print that ``claim`` is not checked
+    (e.g. on SmolLM2, chapter 14), and return False."""
+    if tok.description == llama3_description(tok.n_base):
+        return True
+    print(f"(not checked: {claim} — true of Llama 3's tokenizer, not of this checkpoint's)")
     return False
 
 

@@ -18,6 +18,7 @@ import torch
 
 from helpers.checkpoint import packaged_tokenizer_path, random_state_dict, save_checkpoint
 from helpers.config import ModelConfig
+from helpers.tools import smollm2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"
@@ -123,6 +124,12 @@ def _with_file(folder: Path) -> Path:
 
 CASES = [
     ("empty prompt", lambda t: ["generate", "--prompt", ""], "the prompt is empty"),
+    ("chat with an empty message", lambda t: ["chat", "--message", " "], "the message is empty"),
+    (
+        "chat text with a character the tokenizer cannot encode",
+        lambda t: ["chat", "--checkpoint", str(smollm2.OUT), "--message", "a\x04b"],
+        "character '\\x04' (U+0004) at position 1 cannot be encoded",
+    ),
     ("no prompt at all", lambda t: ["generate"], "one of the arguments --prompt --prompt-file is required"),
     (
         "a flag's value of the wrong type",

@@ -5,6 +5,9 @@
   greedy continuation of the book's prompt. Exits non-zero naming a failing notebook.
 - ``notebooks``: re-executes the committed notebooks in place (the one way their
   outputs are produced); the Makefile pins it to the embedded checkpoint.
+- ``smoke --checkpoint DIR 01 04 ...``: executes those chapters on another checkpoint,
+  outputs not compared, and fails naming the first chapter that raises (``make test``
+  runs it on SmolLM2).
 
 Both first put the helpers' current source into the cells that show it (helpers/tools/shown.py).
 """
@@ -158,11 +161,42 @@ def run_book(in_place: bool = False) -> int:
     return 0
 
 
+def smoke(ckpt_dir: str, chapters: list[str]) -> int:
+    """Execute some chapters headless on another checkpoint, outputs not compared: exit 1
+    naming the first chapter that raises. Their artifacts go to a temporary directory."""
+    import tempfile
+
+    os.environ["LLAMA_CHECKPOINT"] = str(Path(ckpt_dir).resolve())
+    paths = [p for p in notebooks() if p.name[:2] in chapters]
+    missing = sorted(set(chapters) - {p.name[:2] for p in paths})
+    if missing:
+        print(f"no chapter numbered {missing}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as artifacts:
+        os.environ["BOOK_ARTIFACTS"] = artifacts
+        for path in paths:
+            start = time.perf_counter()
+            try:
+                execute(path)
+            except Exception as err:  # noqa: BLE001 - report which notebook failed, then stop
+                lines = [line for line in str(err).splitlines() if "Error" in line]
+                print(f"FAILED {path.name} on {display_path(ckpt_dir)}: {lines[-1] if lines else err}", file=sys.stderr)
+                return 1
+            print(f"  {path.name:<32} {time.perf_counter() - start:6.1f} s on {display_path(ckpt_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["run", "notebooks"])
+    parser.add_argument("mode", choices=["run", "notebooks", "smoke"])
+    parser.add_argument("--checkpoint", help="smoke: the checkpoint directory to run the chapters on")
+    parser.add_argument("chapters", nargs="*", help="smoke: chapter numbers, e.g. 01 04 07")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.mode == "smoke":
+        if not args.checkpoint or not args.chapters:
+            parser.error("smoke needs --checkpoint DIR and chapter numbers")
+        return smoke(args.checkpoint, args.chapters)
     return run_book(in_place=args.mode == "notebooks")
 
 

@@ -222,33 +222,49 @@ def cmd_chat(args) -> int:
     if args.system is not None:
         template = ChatTemplate(template.format, args.system)
     limit = cfg.max_seq_len * tok.max_token_bytes
+    messages: list[dict] = []
+
+    def turn(text: str) -> list[int]:
+        """The prompt ids with ``text`` as the next user message (each part checked on its own
+        first, so that an error names a position in what the user typed)."""
+        tok.encode(text, bos=False)
+        return check_prompt(
+            template.prompt(tok, [*messages, {"role": "user", "content": text}]), cfg, args.max_new_tokens
+        )
+
+    first = None
+    if args.message is not None:  # checked before the weights are read
+        if not args.message.strip():
+            raise ValueError("the message is empty: pass some text with --message")
+        first = turn(args.message)
     check_memory(cfg, 1, args.max_new_tokens, torch.float32, extra=4 * cfg.n_parameters)  # each turn checks its own
     cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
     if args.quantize:
         sd = quantize_state_dict(sd, args.quantize)
     print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
-    messages: list[dict] = []
     while True:
-        text = args.message if args.message is not None else read_turn(limit)
-        if text is None:  # end of input (Ctrl-D)
-            print()
-            return 0
-        if not text.strip():
-            if args.message is not None:
-                raise ValueError("the message is empty: pass some text with --message")
-            continue
-        messages.append({"role": "user", "content": text})
-        try:
-            ids = check_prompt(template.prompt(tok, messages), cfg, args.max_new_tokens)
-        except ValueError as err:
-            if args.message is not None:
-                raise
-            print(f"error: {err}; the conversation starts again", file=sys.stderr)
-            messages.clear()
-            continue
+        if first is not None:
+            text, ids = args.message, first
+        else:
+            text = read_turn(limit)
+            if text is None:  # end of input (Ctrl-D)
+                print()
+                return 0
+            if not text.strip():
+                continue
+            try:
+                ids = turn(text)
+            except TokenizerError as err:  # the conversation goes on without that message
+                print(f"error: {err}", file=sys.stderr)
+                continue
+            except ValueError as err:  # too long for the context: keep the message, drop the history
+                print(f"error: {err}; the conversation starts again", file=sys.stderr)
+                messages.clear()
+                continue
         new = stream_reply(ids, tok, sd, cfg, args.max_new_tokens, sampling)
-        messages.append({"role": "assistant", "content": tok.decode([t for t in new if t not in tok.stop_ids])})
-        if args.message is not None:
+        reply = tok.decode([t for t in new if t not in tok.stop_ids])
+        messages.extend([{"role": "user", "content": text}, {"role": "assistant", "content": reply}])
+        if first is not None:
             return 0
 
 

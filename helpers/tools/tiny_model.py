@@ -78,13 +78,16 @@ def report(out: Path, info: dict) -> dict:
         "capital_by_continent": by_continent,
         "capital_misses": misses,
         "reverse_capital_accuracy": round(
-            fact_accuracy(sd, cfg, tok, countries, "{c.capital} is the capital of", "{c.name}")[0], 4
+            fact_accuracy(sd, cfg, tok, countries, "{c.capital} is the capital of", "{c.name}", with_misses=False)[0], 4
         ),
         "continent_accuracy": round(
-            fact_accuracy(sd, cfg, tok, countries, "{c.name} is a country in", "{c.continent}")[0], 4
+            fact_accuracy(sd, cfg, tok, countries, "{c.name} is a country in", "{c.continent}", with_misses=False)[0], 4
         ),
         "currency_accuracy": round(
-            fact_accuracy(sd, cfg, tok, with_currency, "The currency of {c.name} is the", "{c.currency}")[0], 4
+            fact_accuracy(
+                sd, cfg, tok, with_currency, "The currency of {c.name} is the", "{c.currency}", with_misses=False
+            )[0],
+            4,
         ),
         "samples": {
             p: tok.decode(
