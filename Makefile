@@ -80,7 +80,7 @@ weights: $(STAMP)
 	$(PY) -m helpers.tools.weights
 
 ## make bench: decode speed (from scratch vs transformers vs the memory-bandwidth roofline) -> build/bench/
-bench: $(STAMP)
+bench: $(STAMP) smollm2
 	$(OFFLINE) $(PY) -m helpers.tools.bench
 
 ## make tiny-model: re-train the embedded checkpoint models/tiny-llama-3.2

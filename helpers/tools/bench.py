@@ -50,6 +50,7 @@ from ..generation import generate, generate_uncached
 from ..kernels import KERNEL_SCHEMES as QUANTIZED
 from ..kernels import for_cpu_kernels
 from ..quantize import quantize_state_dict
+from . import smollm2
 from .bench_report import EAGER, machine, plot, print_table, summarize
 from .book import nbval_suite_seconds
 from .roofline import bytes_per_token, measure_bandwidth
@@ -190,10 +191,15 @@ def main(argv: list[str] | None = None) -> int:
 
     groups = []
     tiny_cfg, tiny_sd = load_checkpoint(TINY_DIR, dtype=torch.float32)
-    with tqdm(total=1 if args.skip_1b else 3, desc="bench") as progress:
+    real = smollm2.OUT if (smollm2.OUT / "provenance.json").is_file() else None  # make bench converts it
+    with tqdm(total=(1 if args.skip_1b else 3) + (real is not None), desc="bench") as progress:
         run = {"device": args.device, "repeats": args.repeats, "progress": progress}
         groups.append(bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, nocache=True, **run))
         del tiny_sd
+        if real is not None:  # a real model: SmolLM2-135M-Instruct, as converted (float32)
+            real_cfg, real_sd = load_checkpoint(real, dtype=torch.float32)
+            groups.append(bench_model("smollm2-135m", real_cfg, real_sd, torch.float32, **run))
+            del real_sd
         if not args.skip_1b:
             cfg = llama_3_2_1b_config()
             sd = random_state_dict(cfg, seed=0)
