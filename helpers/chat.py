@@ -31,6 +31,7 @@ class ChatError(ValueError):
 
 
 def check_messages(messages: Sequence[dict]) -> None:
+    """Refuse anything but a list of {'role': system|user|assistant, 'content': text}, naming the message."""
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise ChatError(f"message {i} must be {{'role': one of {ROLES}, 'content': text}}, found {m!r}")

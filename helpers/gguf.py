@@ -178,7 +178,7 @@ def dequantize_q4_1(raw: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     return (scale * codes + minimum).reshape(shape)
 
 
-def dequantize(raw: bytes, info: TensorInfo) -> torch.Tensor:
+def dequantize_tensor(raw: bytes, info: TensorInfo) -> torch.Tensor:
     """One tensor's bytes as float32, whatever its type."""
     if info.type_name == "Q8_0":
         return dequantize_q8_0(raw, info.shape)
@@ -205,7 +205,7 @@ KEY_MAP = {
 }
 
 
-def meta_key(name: str) -> str:
+def meta_name(name: str) -> str:
     """``blk.3.attn_q.weight`` -> ``layers.3.attention.wq.weight``."""
     parts = name.split(".")
     if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
@@ -221,7 +221,7 @@ def gguf_state_dict(gguf: GGUFFile) -> dict[str, torch.Tensor]:
     """Every tensor dequantized to float32 under Meta's key; a missing ``output.weight`` is the
     embedding (tied), as in Llama 3.2. llama.cpp's converter already stored the query and key
     rows in Meta's order (pairs of RoPE), so nothing is permuted."""
-    sd = {meta_key(name): dequantize(gguf.read(name), info) for name, info in gguf.tensors.items()}
+    sd = {meta_name(name): dequantize_tensor(gguf.read(name), info) for name, info in gguf.tensors.items()}
     sd.setdefault("output.weight", sd["tok_embeddings.weight"])
     return sd
 
