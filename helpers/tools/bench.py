@@ -61,12 +61,13 @@ NEW_TOKENS = 128
 WARMUP_TOKENS = 8
 
 
-def prompt_ids(cfg: ModelConfig) -> list[int]:
-    """A fixed 16-token prompt: BOS and 15 ids that have embeddings in every checkpoint used here."""
+def prompt_ids(cfg: ModelConfig, ckpt_dir=None) -> list[int]:
+    """A fixed 16-token prompt, by the checkpoint's tokenizer (Llama 3's by default: BOS and 15
+    ids that have embeddings in every Llama-3-vocabulary checkpoint used here)."""
     from ..tokenizer import Tokenizer
 
-    tok = Tokenizer.load(None)
-    ids = tok.encode("The capital of France is Paris. The capital of Japan is Tokyo. The")[:PROMPT_TOKENS]
+    tok = Tokenizer.load(ckpt_dir)
+    ids = tok.encode("The capital of France is Paris. The capital of Japan is Tokyo. The capital")[:PROMPT_TOKENS]
     assert len(ids) == PROMPT_TOKENS and max(ids) < cfg.vocab_size
     return ids
 
@@ -98,7 +99,9 @@ def tied_in(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.
     return cast_state_dict(sd | {"output.weight": sd["tok_embeddings.weight"]}, dtype)
 
 
-def bench_model(name, cfg, sd, dtype, *, device, repeats, progress, nocache: bool = False, schemes=()) -> dict:
+def bench_model(
+    name, cfg, sd, dtype, *, device, repeats, progress, nocache: bool = False, schemes=(), ckpt_dir=None
+) -> dict:
     """Time every implementation on one (model, dtype): a short warm-up each (the compile
     happens there), then rounds in which they take turns. Each rate is the median over the rounds."""
     from ..hf import hf_model
@@ -106,7 +109,7 @@ def bench_model(name, cfg, sd, dtype, *, device, repeats, progress, nocache: boo
     sd = tied_in(sd, dtype)
     model = hf_model(sd, cfg, dtype).to(device)
     sd = {k: v.to(device) for k, v in sd.items()}
-    ids = prompt_ids(cfg)
+    ids = prompt_ids(cfg, ckpt_dir)
     impls = {
         "scratch-cache": lambda n: time_scratch(sd, cfg, ids, n, generate_compiled),
         EAGER: lambda n: time_scratch(sd, cfg, ids, n),
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         del tiny_sd
         if real is not None:  # a real model: SmolLM2-135M-Instruct, as converted (float32)
             real_cfg, real_sd = load_checkpoint(real, dtype=torch.float32)
-            groups.append(bench_model("smollm2-135m", real_cfg, real_sd, torch.float32, **run))
+            groups.append(bench_model("smollm2-135m", real_cfg, real_sd, torch.float32, ckpt_dir=real, **run))
             del real_sd
         if not args.skip_1b:
             cfg = llama_3_2_1b_config()

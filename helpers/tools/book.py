@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=["run", "notebooks", "smoke"])
     parser.add_argument("--checkpoint", help="smoke: the checkpoint directory to run the chapters on")
     parser.add_argument("chapters", nargs="*", help="smoke: chapter numbers, e.g. 01 04 07")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the chapter numbers may follow --checkpoint DIR
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if args.mode == "smoke":
         if not args.checkpoint or not args.chapters:
