@@ -112,7 +112,8 @@ def compact_vocab(sd: dict[str, torch.Tensor], seen: list[int]) -> dict[str, tor
     """The inverse of ``expand_to_full_vocab``: the seen rows of the tied table, to train further.
 
     Exact only for a model trained so, whose other rows are all zero (the embedded model);
-    any other table is refused, since dropping its rows would change the model.
+    any other table is refused, since dropping its rows would change the model. Every tensor
+    is a copy: the optimiser updates them in place, and ``sd`` stays as it was.
     """
     table = sd["tok_embeddings.weight"]
     rest = torch.ones(table.shape[0], dtype=torch.bool)
@@ -124,7 +125,7 @@ def compact_vocab(sd: dict[str, torch.Tensor], seen: list[int]) -> dict[str, tor
         )
     if "output.weight" in sd and not torch.equal(sd["output.weight"], table):
         raise ValueError("the LM head is not tied to the embedding: compact_vocab needs a tied model")
-    out = {k: v for k, v in sd.items() if k != "output.weight"}
+    out = {k: v.detach().clone() for k, v in sd.items() if k not in ("output.weight", "tok_embeddings.weight")}
     out["tok_embeddings.weight"] = table[torch.tensor(seen)].clone()
     return out
 
@@ -159,13 +160,21 @@ def train_loop(
     clip: float = 1.0,
     betas: tuple[float, float] = (0.9, 0.95),
     progress: str | None = None,
+    state: dict | None = None,
+    stop: int | None = None,
 ) -> list[float]:
-    """Minimise ``loss_fn(step)`` over ``params`` with AdamW; returns the loss of every step.
+    """Minimise ``loss_fn(step)`` over ``params`` with AdamW; returns the loss of every step run.
 
     AdamW with weight decay on the parameters ``decay`` selects (by default the
     matrices), the learning rate from ``learning_rate`` (warm-up, then cosine), and
     gradients clipped to a global norm of ``clip``. ``progress``: a label for a
     progress bar, or None for none.
+
+    Checkpoints: with ``state`` (a dict), the loop leaves in it the next step and AdamW's
+    state when it ends, and a ``state`` that already holds them (from an earlier call, or
+    read back from a file) makes it resume there, with the same schedule and moments.
+    ``stop``: end before this step, as an interrupted run would (the schedule stays that of
+    ``steps``).
     """
     from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in a notebook
 
@@ -176,9 +185,14 @@ def train_loop(
     ]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
     warmup = max(1, steps // 20) if warmup is None else warmup
+    first = 0
+    if state and "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+        first = state["step"]
+    end = steps if stop is None else min(stop, steps)
     weights = [params[n] for n in names]
     losses: list[float] = []
-    bar = tqdm(range(steps), desc=progress, disable=progress is None, mininterval=2.0)
+    bar = tqdm(range(first, end), desc=progress, disable=progress is None, mininterval=2.0)
     for step in bar:
         loss = loss_fn(step)
         for group in opt.param_groups:
@@ -190,6 +204,8 @@ def train_loop(
         losses.append(loss.item())
         if step % 25 == 0:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.3f}")
+    if state is not None:
+        state.update(step=end, optimizer=opt.state_dict())
     return losses
 
 
@@ -201,30 +217,46 @@ def train_tiny(
     params: dict | None = None,
     countries: list[Country] | None = None,
     progress: bool = True,
+    held_out: list[Country] | None = None,
+    eval_every: int = 25,
 ) -> dict:
     """The recipe of the embedded model, from random initialisation: compact embedding,
     exact full-vocabulary loss, ``train_loop``. Returns {'cfg', 'sd' (full vocab, float32),
-    'seen', 'losses', 'seconds'}."""
+    'seen', 'losses', 'validation', 'seconds'}.
+
+    ``held_out``: countries kept out of training; every ``eval_every`` steps the loss on a
+    fixed batch of their documents is recorded in 'validation' as (step, loss). (The
+    embedded model itself was trained on every country, with none held out.)"""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     cfg = ModelConfig.from_params(params or TINY_PARAMS)
     tok = Tokenizer.load(None)
     countries = countries if countries is not None else load_countries()
-    seen = seen_token_ids(tok, countries)
+    seen = seen_token_ids(tok, countries + (held_out or []))  # held-out tokens: trained only as wrong answers
     to_compact = {t: i for i, t in enumerate(seen)}
     compact_cfg = dataclasses.replace(cfg, vocab_size=len(seen), extra={})
     sd = init_compact_state(compact_cfg, len(seen), seed)
+    n_unseen = cfg.vocab_size - len(seen)
+    validation: list[tuple[int, float]] = []
+    check_batch = make_batch(held_out, tok, to_compact, 64, random.Random(seed + 1)) if held_out else None
 
     def loss_fn(step: int) -> torch.Tensor:
+        if check_batch is not None and step % eval_every == 0:
+            with torch.no_grad():
+                validation.append((step, corpus_loss(sd, compact_cfg, check_batch, n_unseen).item()))
         batch = make_batch(countries, tok, to_compact, batch_size, rng)
-        return corpus_loss(sd, compact_cfg, batch, cfg.vocab_size - len(seen))
+        return corpus_loss(sd, compact_cfg, batch, n_unseen)
 
     start = time.perf_counter()
     losses = train_loop(sd, loss_fn, steps, lr, progress="training tiny-llama-3.2" if progress else None)
+    if check_batch is not None:
+        with torch.no_grad():
+            validation.append((steps, corpus_loss(sd, compact_cfg, check_batch, n_unseen).item()))
     return {
         "cfg": cfg,
         "sd": expand_to_full_vocab(sd, seen, cfg.vocab_size),
         "seen": seen,
         "losses": losses,
+        "validation": validation,
         "seconds": time.perf_counter() - start,
     }
