@@ -9,6 +9,7 @@ each head turns one layout into the other, so both give the same attention.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -212,10 +213,60 @@ def hf_tokenizer(tok: Tokenizer):
     )
 
 
+def hub_config(cfg: ModelConfig, dtype: torch.dtype, bos_id: int | None, eos_id: int | None) -> dict:
+    """config.json in the layout of ``meta-llama/Llama-3.2-1B`` on the Hugging Face Hub, key for key.
+
+    That layout (written by transformers 4.45) keeps ``rope_theta`` at the top level and Llama 3's
+    frequency scaling in ``rope_scaling`` with ``rope_type: llama3``; transformers 5 reads both
+    into its ``rope_parameters``. transformers 4 and 5, llama.cpp's ``convert_hf_to_gguf.py`` and
+    other readers of Hub checkpoints all understand it, where transformers 5's own
+    ``save_pretrained`` writes only ``rope_parameters``, which the others do not read: they
+    would run the model without the factor-32 scaling.
+    """
+    rope_scaling = None
+    if cfg.use_scaled_rope:
+        rope_scaling = {
+            "factor": cfg.rope_scale_factor,
+            "high_freq_factor": cfg.rope_high_freq_factor,
+            "low_freq_factor": cfg.rope_low_freq_factor,
+            "original_max_position_embeddings": cfg.rope_original_context,
+            "rope_type": "llama3",
+        }
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "hidden_size": cfg.dim,
+        "initializer_range": 0.02,
+        "intermediate_size": cfg.ffn_hidden_dim,
+        "max_position_embeddings": cfg.max_seq_len,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": cfg.n_heads,
+        "num_hidden_layers": cfg.n_layers,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "pretraining_tp": 1,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_scaling": rope_scaling,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": True,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": transformers_module().__version__,
+        "use_cache": True,
+        "vocab_size": cfg.vocab_size,
+    }
+
+
 def export_hf(ckpt_dir: str | Path | None, out: str | Path, force: bool = False) -> Path:
     """Write a Meta-format checkpoint as a directory ``AutoModelForCausalLM`` and ``AutoTokenizer``
     load: config.json, generation_config.json, model.safetensors (the stored dtype),
-    tokenizer.json and tokenizer_config.json.
+    tokenizer.json and tokenizer_config.json. config.json has the Hub's layout (``hub_config``)
+    and tokenizer_config.json names ``PreTrainedTokenizerFast``, as Meta's repository does:
+    transformers 5 alone knows the class name its ``save_pretrained`` writes there.
 
     ``files.new_directory`` does the file handling: it refuses a non-empty ``out`` (unless
     ``force``) and an ``out`` that is, holds or lies inside the checkpoint directory, before
@@ -233,4 +284,9 @@ def export_hf(ckpt_dir: str | Path | None, out: str | Path, force: bool = False)
         transformers_module().utils.logging.disable_progress_bar()
         model.save_pretrained(tmp)
         hf_tokenizer(tok).save_pretrained(tmp)
+        dtype = sd["tok_embeddings.weight"].dtype
+        (tmp / "config.json").write_text(json.dumps(hub_config(cfg, dtype, tok.bos_id, tok.eos_id), indent=2) + "\n")
+        tokenizer_config = json.loads((tmp / "tokenizer_config.json").read_text())
+        tokenizer_config |= {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.max_seq_len}
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
     return Path(out)

@@ -127,3 +127,83 @@ def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
         export_hf(ckpt, keep, force=True)
     assert [p.name for p in keep.iterdir()] == ["config.json"] and (keep / "config.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gqa", "kept"]
+
+
+# meta-llama/Llama-3.2-1B's config.json on the Hugging Face Hub, as published (transformers 4.45's layout)
+HUB_LLAMA_3_2_1B = {
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 128000,
+    "eos_token_id": 128001,
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "initializer_range": 0.02,
+    "intermediate_size": 8192,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 8,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "factor": 32.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.0.dev0",
+    "use_cache": True,
+    "vocab_size": 128256,
+}
+
+
+def test_config_json_is_the_hubs_llama_3_2_1b_config_for_the_1b_shape():
+    from helpers import llama_3_2_1b_config
+    from helpers.hf import hub_config
+
+    ours = hub_config(llama_3_2_1b_config(), torch.bfloat16, 128000, 128001)
+    assert ours.keys() == HUB_LLAMA_3_2_1B.keys()
+    differ = {k: (ours[k], v) for k, v in HUB_LLAMA_3_2_1B.items() if ours[k] != v}
+    assert differ.keys() == {"transformers_version"}, differ  # the version that wrote it
+    assert all(type(ours[k]) is type(v) for k, v in HUB_LLAMA_3_2_1B.items()), "a float written as an int, or back"
+
+
+def test_the_export_reads_as_the_hubs_layout_and_transformers_5_reads_it_back(tmp_path):
+    """Readers of the Hub's layout (transformers 4, llama.cpp's converter) find rope_theta at the top
+    level, the scaling in rope_scaling and the tokenizer class PreTrainedTokenizerFast; transformers 5
+    turns them into its rope_parameters and still computes the book's logits."""
+    import json
+
+    tf = transformers_module()
+    ckpt = _checkpoint(tmp_path, "gqa")
+    out = export_hf(ckpt, tmp_path / "hf")
+    written = json.loads((out / "config.json").read_text())
+    assert written.keys() == HUB_LLAMA_3_2_1B.keys() and "rope_parameters" not in written
+    cfg, sd = load_checkpoint(ckpt, dtype=torch.float32)
+    assert written["rope_theta"] == cfg.rope_theta and written["rope_scaling"]["rope_type"] == "llama3"
+    assert written["rope_scaling"]["factor"] == cfg.rope_scale_factor
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    config = tf.AutoConfig.from_pretrained(out)
+    assert config.rope_parameters["rope_type"] == "llama3" and config.rope_parameters["factor"] == cfg.rope_scale_factor
+    model = tf.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ids = tf.AutoTokenizer.from_pretrained(out)("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        diff = (model(ids).logits[0] - forward(ids[0], sd, cfg)).abs().max().item()
+    assert diff <= 2e-5, diff
+
+
+def test_unscaled_rope_exports_no_rope_scaling(tmp_path):
+    import json
+
+    out = export_hf(_checkpoint(tmp_path, "mqa"), tmp_path / "hf")
+    written = json.loads((out / "config.json").read_text())
+    assert written["rope_scaling"] is None and written["rope_theta"] == 10000.0
