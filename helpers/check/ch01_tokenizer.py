@@ -36,6 +36,7 @@ def bpe_merges(fn: Callable) -> tuple[float | None, int]:
         ["lower", "lowest", "newer", "wider", "low"],
         ["hug", "pug", "pun", "bun", "hugs", "hugs"],
         ["aaab", "aab", "ab", "abab"],
+        ["nanana", "nanana", "xy", "xyz", "xyw"],  # n+a occurs 6 times, in 2 words; x+y 3 times, in 3
     ]
     for corpus in corpora:
         merges = list(fn(list(corpus), 4))

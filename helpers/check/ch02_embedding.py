@@ -28,13 +28,16 @@ class _NoLookup(torch.Tensor):
 def embedding(fn: Callable) -> tuple[float | None, int]:
     """fn(tokens, table) -> one_hot(tokens) @ table: (N,) -> (N, d), without indexing the table."""
     gen, worst = _gen(1), 0.0
-    for n, v, d in [(5, 10, 4), (1, 3, 7), (12, 50, 16)]:
-        table = torch.randn(v, d, generator=gen)
+    cases = [(5, 10, 4, torch.float32), (1, 3, 7, torch.float32), (12, 50, 16, torch.float32), (6, 20, 8, torch.bfloat16)]
+    for n, v, d, dtype in cases:
+        table = torch.randn(v, d, generator=gen).to(dtype)
         tokens = torch.randint(0, v, (n,), generator=gen)
         got = fn(tokens, table.as_subclass(_NoLookup))
         got = got.as_subclass(torch.Tensor) if isinstance(got, torch.Tensor) else got
-        worst = max(worst, compare(f"{n} tokens, table ({v}, {d})", got, table[tokens]))
-    return worst, 3
+        case = f"{n} tokens, table ({v}, {d}) in {str(dtype).removeprefix('torch.')}"
+        worst = max(worst, compare(case, got, table[tokens]))
+        equal(f"{case}: dtype of the rows", got.dtype, dtype)
+    return worst, len(cases)
 
 
 @exercise
@@ -50,7 +53,15 @@ def nearest(fn: Callable) -> tuple[float | None, int]:
         cos = (unit @ unit[query]).masked_fill(table.abs().sum(-1) == 0, -2.0)
         want = torch.topk(cos, 5).indices.tolist()
         equal(f"case {case} (token {query}, 5 nearest)", [int(i) for i in fn(table, query, 5)], want)
-    return None, 3
+    # few rows point the query's way: all-zero rows (cosine 0 if kept) would outrank the negative ones
+    table = torch.zeros(8, 4)
+    table[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    table[1] = torch.tensor([0.9, 0.1, 0.0, 0.0])
+    table[2:5] = -torch.rand(3, 4, generator=gen) - 0.1  # negative cosines with row 0
+    cos = F.cosine_similarity(table, table[0:1], dim=-1).masked_fill(table.abs().sum(-1) == 0, -2.0)
+    want = torch.topk(cos, 4).indices.tolist()
+    equal("case 3 (token 0, 4 nearest: zero rows must not appear)", [int(i) for i in fn(table, 0, 4)], want)
+    return None, 4
 
 
 @exercise

@@ -57,11 +57,21 @@ def llama_config_fields(fn: Callable) -> tuple[float | None, int]:
                          "ffn_dim_multiplier": 1.0, "multiple_of": 256, "norm_eps": 1e-5, "rope_theta": 500000.0},
         "Llama-3.1-8B": {"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256,
                          "ffn_dim_multiplier": 1.3, "multiple_of": 1024, "norm_eps": 1e-5, "rope_theta": 500000.0},
+        # no n_kv_heads or ffn_dim_multiplier: their defaults; 2/3 of 4d rounds *up* to a multiple
+        # of 256 (13653 -> 13824, where the nearest multiple would be 13568)
+        "Llama-2-13B": {"dim": 5120, "n_layers": 40, "n_heads": 40, "vocab_size": 32000, "multiple_of": 256,
+                        "norm_eps": 1e-5, "rope_theta": 10000.0},
     }  # fmt: skip
     fields = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "head_dim", "rms_norm_eps", "vocab_size"]  # fmt: skip
     for case, params in cases.items():
-        got = fn(dict(params))
+        try:
+            got = fn(dict(params))
+        except KeyError as e:
+            raise AssertionError(
+                f"{case}: KeyError {e}: this params.json has no such key; use the default (n_kv_heads = n_heads, "
+                "no ffn_dim_multiplier)"
+            ) from None
         want = hf_config(ModelConfig.from_params(params))
         for field in fields:
             equal(f"{case}: {field}", got.get(field), getattr(want, field))

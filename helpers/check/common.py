@@ -52,6 +52,28 @@ def compare(case: str, got, want, tol: float = TOL) -> float:
     return worst
 
 
+def no_nan_inside(case: str, fn: Callable, *args):
+    """fn(*args), failing when an operation inside it makes a NaN from inputs without one: a cast
+    to an integer type afterwards would hide it (NaN -> int is undefined, 0 on some processors)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            outputs = [o for o in torch.utils._pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
+            made = any(o.is_floating_point() and torch.isnan(o).any() for o in outputs)
+            if made and not any(i.is_floating_point() and torch.isnan(i).any() for i in inputs):
+                raise AssertionError(
+                    f"{case}: {func.__name__.split('.')[0]} made a NaN (0 / 0 for an all-zero row?): "
+                    "guard the division, e.g. clamp the scale away from 0"
+                )
+            return out
+
+    with Watch():
+        return fn(*args)
+
+
 def equal(case: str, got, want) -> None:
     if got != want:
         raise AssertionError(f"{case}: got {got!r}, expected {want!r}")

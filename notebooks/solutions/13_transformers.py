@@ -47,7 +47,7 @@ def my_llama_config_fields(params: dict) -> dict:
         "intermediate_size": m * ((hidden + m - 1) // m),
         "num_hidden_layers": params["n_layers"],
         "num_attention_heads": params["n_heads"],
-        "num_key_value_heads": params["n_kv_heads"],
+        "num_key_value_heads": params.get("n_kv_heads", params["n_heads"]),  # absent: no GQA
         "head_dim": dim // params["n_heads"],
         "rms_norm_eps": params["norm_eps"],
         "vocab_size": params["vocab_size"],
