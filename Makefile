@@ -9,7 +9,7 @@ TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
 OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
-.PHONY: run test lint lab notebooks solutions weights tiny-model smollm2 bench clean venv
+.PHONY: run test lint lab notebooks solutions student weights tiny-model smollm2 bench clean venv
 
 venv: $(STAMP)
 
@@ -74,6 +74,10 @@ notebooks: $(STAMP) smollm2
 ## make solutions: run the exercise solutions (notebooks/solutions/) through their self-checks
 solutions: $(STAMP) smollm2
 	$(OFFLINE) $(PY) -m helpers.tools.solutions
+
+## make student: a copy of the book without the exercise solutions -> build/student (FORCE=1 replaces it)
+student: $(STAMP)
+	$(PY) -m helpers.tools.student $(if $(FORCE),--force)
 
 ## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)
 weights: $(STAMP)

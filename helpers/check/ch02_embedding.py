@@ -28,7 +28,12 @@ class _NoLookup(torch.Tensor):
 def embedding(fn: Callable) -> tuple[float | None, int]:
     """fn(tokens, table) -> one_hot(tokens) @ table: (N,) -> (N, d), without indexing the table."""
     gen, worst = _gen(1), 0.0
-    cases = [(5, 10, 4, torch.float32), (1, 3, 7, torch.float32), (12, 50, 16, torch.float32), (6, 20, 8, torch.bfloat16)]
+    cases = [
+        (5, 10, 4, torch.float32),
+        (1, 3, 7, torch.float32),
+        (12, 50, 16, torch.float32),
+        (6, 20, 8, torch.bfloat16),
+    ]
     for n, v, d, dtype in cases:
         table = torch.randn(v, d, generator=gen).to(dtype)
         tokens = torch.randint(0, v, (n,), generator=gen)

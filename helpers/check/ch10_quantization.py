@@ -39,7 +39,9 @@ def int8_rows(fn: Callable) -> tuple[float | None, int]:
         # w / scale in float64: a value exactly halfway between two integers may round either way
         exact = w.double() / want_scales.double().clamp(min=1e-300)[:, None]
         tie = ((exact - exact.floor()) - 0.5).abs() < 1e-4
-        ok = (got.long() == want_codes.long()) | (tie & ((got.double() == exact.floor()) | (got.double() == exact.ceil())))
+        ok = (got.long() == want_codes.long()) | (
+            tie & ((got.double() == exact.floor()) | (got.double() == exact.ceil()))
+        )
         if not ok.all():
             where = tuple(int(i) for i in torch.nonzero(~ok)[0])
             raise AssertionError(

@@ -12,7 +12,11 @@ SOLUTIONS_DIR = REPO_ROOT / "notebooks" / "solutions"
 
 def main() -> int:
     failed = []
-    for path in sorted(SOLUTIONS_DIR.glob("[0-9][0-9]_*.py")):
+    paths = sorted(SOLUTIONS_DIR.glob("[0-9][0-9]_*.py"))
+    if not paths:
+        print("no solutions here (notebooks/solutions/ is left out of a student copy)", file=sys.stderr)
+        return 2
+    for path in paths:
         print(f"{path.stem}:")
         spec = importlib.util.spec_from_file_location(f"solutions_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
