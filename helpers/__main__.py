@@ -19,4 +19,9 @@ from .tools.cli import main  # noqa: E402
 signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on main() turns Ctrl-C into one line
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C in the instant main() restores its signal handlers, after its own handling
+        os.write(2, b"error: interrupted (Ctrl-C); nothing was written\n")
+        code = 130
+    sys.exit(code)
