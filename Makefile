@@ -9,7 +9,7 @@ TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
 OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
-.PHONY: run test lint lab notebooks solutions student weights tiny-model smollm2 bench clean venv
+.PHONY: run test lint lab notebooks solutions student weights tiny-model smollm2 bench bench-peers clean venv
 
 venv: $(STAMP)
 
@@ -86,6 +86,14 @@ weights: $(STAMP)
 ## make bench: decode speed (from scratch vs transformers vs the memory-bandwidth roofline) -> build/bench/
 bench: $(STAMP) smollm2
 	$(OFFLINE) $(PY) -m helpers.tools.bench
+
+## make bench-peers: make bench with llama.cpp beside the book on the 1B shape (bf16, Q8_0, Q4_0); builds
+## llama.cpp once from its pinned source into build/peers/ (needs cmake and a C++ compiler; about 6 minutes)
+# llama.cpp's converter imports sentencepiece
+PEERS_PIP := sentencepiece==0.2.3
+bench-peers: $(STAMP) smollm2
+	$(PY) -m pip install --quiet --disable-pip-version-check $(PEERS_PIP)
+	$(OFFLINE) $(PY) -m helpers.tools.bench --peers $(if $(REPEATS),--repeats $(REPEATS))
 
 ## make tiny-model: re-train the embedded checkpoint models/tiny-llama-3.2
 tiny-model: $(STAMP)

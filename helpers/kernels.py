@@ -2,18 +2,35 @@
 
 The book's int8 and int4 codes multiply through ``aten._weight_int8pack_mm`` and
 ``aten._weight_int4pack_mm_for_cpu``, which read the codes once per product and never
-build the dequantized matrix. ``for_cpu_kernels`` converts a state dict once (the same
-values, another layout); ``helpers.compiled.generate_compiled`` decodes with it.
+build the dequantized matrix. W8A8 weights (int8 codes, activations rounded to 8 bits too)
+multiply in integers: 8-bit x 8-bit products summed in int32 by fbgemm's dynamic quantized
+linear, which reaches the CPU's integer dot-product instructions (AVX-512 VNNI, AVX2), and
+by ``torch._int_mm``. ``for_cpu_kernels`` converts a state dict once (the same values,
+another layout); ``helpers.compiled.generate_compiled`` decodes with it.
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Self
 
 import torch
 
-from .quantize import BLOCK, Int4Weight, Int8Weight, MultipliesItself, QuantizedWeight, unpack_4bit
+from .quantize import (
+    BLOCK,
+    Int4Weight,
+    Int8ActivationWeight,
+    Int8Weight,
+    MultipliesItself,
+    QuantizedWeight,
+    quantize_activation_rows,
+    quantize_state_dict,
+    unpack_4bit,
+    with_int8_activations,
+)
 
 
 @dataclass
@@ -70,11 +87,76 @@ class Int4KernelWeight(KernelWeight):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.codes, BLOCK, scales)
 
 
+# fbgemm's packed weights are not tensors: the compiled step reaches them through a custom op
+# that takes a number, the key of the weight's entry here (dropped with the weight)
+_PACKED: dict[int, object] = {}
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("llama_scratch::int8_dynamic_linear", mutates_args=())
+def int8_dynamic_linear(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    """One row (1, in) times a packed int8 weight: fbgemm rounds the row to uint8 with a zero point
+    (as ``quantize_activation_rows`` does), sums int8 x uint8 products into int32 and scales them."""
+    return torch.ops.quantized.linear_dynamic(x.float(), _PACKED[key], False).to(x.dtype)
+
+
+@int8_dynamic_linear.register_fake
+def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+@dataclass
+class Int8DynamicKernelWeight(KernelWeight):
+    """W8A8: int8 codes (out, in) and one scale per row, as the book stores them, and the same codes
+    packed for fbgemm (``key``). A one-row product (decoding) runs on fbgemm; several rows (a
+    prompt) on ``torch._int_mm`` with every row rounded by ``quantize_activation_rows``."""
+
+    key: int | None = None
+    code_sums: torch.Tensor | None = None  # int32 (out,): each row's sum of codes, for several rows
+
+    @classmethod
+    def layout(cls, w: Int8ActivationWeight) -> Self:
+        weight = cls(w.shape, w.codes, w.scales)
+        if w.codes.device.type == "cpu":  # (on ``meta``, to count bytes: codes and scales only)
+            weight.code_sums = w.codes.sum(-1, dtype=torch.int32)
+            zero = torch.zeros(w.shape[0], dtype=torch.long)
+            with warnings.catch_warnings():  # PyTorch deprecates quantized tensors; fbgemm's prepack takes one
+                warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel")
+                q = torch._make_per_channel_quantized_tensor(w.codes, w.scales.double(), zero, 0)
+            weight.key = next(_KEYS)
+            _PACKED[weight.key] = torch.ops.quantized.linear_prepack(q, None)
+            weakref.finalize(weight, _PACKED.pop, weight.key, None)
+        return weight
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] == 1:
+            out = int8_dynamic_linear(rows, self.key, self.shape[0])
+        else:
+            # sum (q - z) c over a row = sum (q - 128) c + (128 - z) sum c: int8 codes for _int_mm
+            codes, scales, zero_points = quantize_activation_rows(rows)
+            shifted = (codes.to(torch.int16) - 128).to(torch.int8)
+            sums = torch._int_mm(shifted, self.codes.T) + (128 - zero_points.int()) * self.code_sums
+            out = (sums.float() * scales * self.scales).to(x.dtype)
+        return out.view(*x.shape[:-1], self.shape[0])
+
+
 # which kernel layout each scheme has; NF4 has none and stays as it is (compiled, Inductor fuses
 # its dequantization into the product)
-KERNEL_LAYOUTS = {Int8Weight: Int8KernelWeight.layout, Int4Weight: Int4KernelWeight.layout}
+KERNEL_LAYOUTS = {
+    Int8Weight: Int8KernelWeight.layout,
+    Int4Weight: Int4KernelWeight.layout,
+    Int8ActivationWeight: Int8DynamicKernelWeight.layout,
+}
 KERNEL_SCHEMES = tuple(cls.scheme for cls in KERNEL_LAYOUTS)  # the schemes PyTorch has CPU kernels for
 INT4_INNER_TILES = 2  # _convert_weight_to_int4pack_for_cpu's innerKTiles: its layout's k-tiling
+
+
+def quantize_for_kernels(sd: dict, scheme: str) -> dict:
+    """``quantize_state_dict`` for one of KERNEL_SCHEMES, in the kernels' layout (w8a8: int8's codes)."""
+    if scheme == Int8ActivationWeight.scheme:
+        return for_cpu_kernels(with_int8_activations(quantize_state_dict(sd, Int8Weight.scheme)))
+    return for_cpu_kernels(quantize_state_dict(sd, scheme))
 
 
 def kernel_weight(w: QuantizedWeight) -> KernelWeight | QuantizedWeight:

@@ -137,6 +137,9 @@ def quantize_nf4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.bucketize(scaled.reshape(-1), midpoints).to(torch.uint8), absmax
 
 
+MATMUL_NAMES = ("__matmul__", "matmul")  # Tensor.__matmul__, torch.matmul, Tensor.matmul
+
+
 class Transposed:
     """W^T of a weight that multiplies itself: ``x @ w.mT`` is ``w.linear(x)``.
 
@@ -149,6 +152,14 @@ class Transposed:
 
     def __rmatmul__(self, x: torch.Tensor) -> torch.Tensor:
         return self.weight.linear(x)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """The same hand-over as PyTorch sees it: ``torch.compile`` traces ``x @ w.mT`` through this
+        (it does not follow Python's fallback to ``__rmatmul__``, and would cut its graph there)."""
+        if getattr(func, "__name__", None) in MATMUL_NAMES and len(args) == 2 and isinstance(args[1], Transposed):
+            return args[1].weight.linear(args[0])
+        return NotImplemented
 
 
 class MultipliesItself:
@@ -250,6 +261,49 @@ class NF4Weight(QuantizedWeight):
 
 
 WEIGHT_CLASSES = {cls.scheme: cls for cls in (Int8Weight, Int4Weight, NF4Weight)}
+
+
+def quantize_activation_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """8 bits with a zero point per row of activations, the rounding integer products need
+    (W8A8): codes uint8 (..., in), scales float32 (..., 1) = (max - min) / 255 over the row with
+    0 inside the range, zero points float32 (..., 1), the code that stands for 0.
+
+    Activations are not centred on zero (SiLU's outputs are mostly positive), so their range gets
+    the 256 codes rather than +-max|x| (chapter 10's zero-point quantization, with 8 bits). Rounded
+    as fbgemm's dynamic quantized linear rounds a row: zero_point + round(x * (1 / scale))."""
+    x = x.float()
+    low = x.amin(dim=-1, keepdim=True).clamp(max=0)
+    high = x.amax(dim=-1, keepdim=True).clamp(min=0)
+    scales = ((high - low) / 255).clamp(min=NEAR_ZERO)
+    zero_points = torch.round(-low / scales).clamp(0, 255)
+    codes = (zero_points + torch.round(x * (1 / scales))).clamp(0, 255).to(torch.uint8)
+    return codes, scales, zero_points
+
+
+def round_activations(x: torch.Tensor) -> torch.Tensor:
+    """The activation values an int8 x int8 product sees: each row quantized and read back."""
+    codes, scales, zero_points = quantize_activation_rows(x)
+    return ((codes.float() - zero_points) * scales).to(x.dtype)
+
+
+class Int8ActivationWeight(Int8Weight):
+    """int8 weights whose products also round the activation row to 8 bits (W8A8): the values an
+    integer product multiplies (``helpers.kernels`` runs it as int8 x int8 -> int32). Not one of
+    ``SCHEMES``: the weights are int8's, only the product differs. Made from an Int8Weight (``of``)."""
+
+    scheme = "w8a8"
+
+    @classmethod
+    def of(cls, w: Int8Weight) -> Self:
+        return cls(w.shape, w.codes, w.scales, w.dtype)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        return super().linear(round_activations(x))
+
+
+def with_int8_activations(sd: dict) -> dict:
+    """A state dict's int8 weights as W8A8 weights (the same codes; activations rounded too)."""
+    return {k: Int8ActivationWeight.of(v) if type(v) is Int8Weight else v for k, v in sd.items()}
 
 
 def quantize(w: torch.Tensor, scheme: str) -> QuantizedWeight:

@@ -14,6 +14,7 @@ from helpers.config import ModelConfig, llama_3_2_1b_config
 from helpers.generation import generate, generate_uncached
 from helpers.kv_cache import KVCache, cache_bytes_per_token
 from helpers.model import forward
+from helpers.quantize import quantize_activation_rows
 from helpers.rope import precompute_freqs_cis
 from helpers.sampling import (
     GREEDY,
@@ -353,33 +354,41 @@ def test_static_cache_masks_what_is_not_written_yet():
     assert mask.tolist() == [[0, 0, 0, float("-inf"), float("-inf"), float("-inf")]]
 
 
-@pytest.mark.parametrize("scheme", ["int8", "int4", "nf4"])
+@pytest.mark.parametrize("scheme", ["int8", "int4", "nf4", "w8a8"])
 def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     """int8 and int4 run on PyTorch's weight-only kernels (int8's one-row step a generated loop),
-    NF4 through Inductor's fused dequantize-and-reduce; in float32 all give the dequantize-on-use
-    path's tokens."""
+    NF4 through Inductor's fused dequantize-and-reduce, W8A8 on fbgemm's int8 x int8 product; in
+    float32 all give the dequantize-on-use path's tokens, in one graph (no break at the products)."""
     from torch._inductor.utils import run_and_get_code
 
     from helpers.compiled import generate_compiled
-    from helpers.kernels import Int4KernelWeight, Int8KernelWeight, for_cpu_kernels
-    from helpers.quantize import NF4Weight, quantize_state_dict
+    from helpers.kernels import Int4KernelWeight, Int8DynamicKernelWeight, Int8KernelWeight, for_cpu_kernels
+    from helpers.quantize import NF4Weight, quantize_state_dict, with_int8_activations
 
     cfg = dataclasses.replace(SHAPES["gqa-scaled"], vocab_size=4096)
-    q = quantize_state_dict(random_state_dict(cfg, seed=23, std=0.3), scheme)
+    sd = random_state_dict(cfg, seed=23, std=0.3)
+    q = with_int8_activations(quantize_state_dict(sd, "int8")) if scheme == "w8a8" else quantize_state_dict(sd, scheme)
     kinds = {type(v) for v in for_cpu_kernels(q).values() if not isinstance(v, torch.Tensor)}
-    assert kinds == {{"int8": Int8KernelWeight, "int4": Int4KernelWeight, "nf4": NF4Weight}[scheme]}
+    expected = {"int8": Int8KernelWeight, "int4": Int4KernelWeight, "nf4": NF4Weight, "w8a8": Int8DynamicKernelWeight}
+    assert kinds == {expected[scheme]}
     prompt = random_tokens(5, cfg.vocab_size, seed=24).tolist()
+    torch._dynamo.utils.counters.clear()
     with torch._inductor.config.patch(fx_graph_cache=False):  # compile here, to read the code
         tokens, code = run_and_get_code(generate_compiled, prompt, q, cfg, 16)
+    assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
     assert tokens == generate(prompt, q, cfg, 16)
     # the compiled step's products: int8 a generated loop over the codes, int4 PyTorch's kernel
     assert code and ("_weight_int8pack_mm" in "\n".join(code)) is False
     assert ("_weight_int4pack_mm_for_cpu" in "\n".join(code)) is (scheme == "int4")
+    assert ("int8_dynamic_linear" in "\n".join(code)) is (scheme == "w8a8")
     for key in ("layers.0.attention.wq.weight", "layers.1.feed_forward.w2.weight"):
-        x = torch.randn(3, q[key].shape[1])
-        w = q[key].dequantize()
-        tol = float32_tolerance(w.shape[1], float((x.abs() @ w.abs().T).max()))  # one sum of d products, two orders
-        torch.testing.assert_close(for_cpu_kernels(q)[key].linear(x), q[key].linear(x), rtol=0, atol=tol)
+        for rows in (1, 3):  # a decode step's one row; a prompt's rows (W8A8: torch._int_mm)
+            x = torch.randn(rows, q[key].shape[1])
+            w = q[key].dequantize()
+            tol = float32_tolerance(w.shape[1], float((x.abs() @ w.abs().T).max()))  # one sum of d products
+            if scheme == "w8a8":  # and fbgemm may round a tie to the other code: one step of x, times a weight
+                tol += float(quantize_activation_rows(x)[1].max() * w.abs().max())
+            torch.testing.assert_close(for_cpu_kernels(q)[key].linear(x), q[key].linear(x), rtol=0, atol=tol)
 
 
 def test_a_sampling_refuses_what_has_no_meaning_and_replays_its_seed():

@@ -1,6 +1,7 @@
 """Chapter 10's quantization: NF4 equal to bitsandbytes bit for bit, round-trip error bounds,
 the quantized forward against transformers, and the command line's --quantize."""
 
+import math
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from helpers.quantize import (
     nf4_levels_from_normal,
     pack_4bit,
     quantize,
+    quantize_activation_rows,
     quantize_state_dict,
     unpack_4bit,
 )
@@ -183,3 +185,19 @@ def test_cli_quantize_still_answers_paris_and_writes_the_quantized_logits(tmp_pa
     assert data["logits"].dtype == torch.float32
     torch.testing.assert_close(data["logits"], forward(data["tokens"], quantize_state_dict(sd, "int4"), cfg))
     assert "quantized int4" in r.stdout
+
+
+def test_activation_rows_read_back_within_half_a_step_and_zero_exactly():
+    x = torch.cat([torch.randn(4, 300) * 3 + 1, torch.rand(1, 300), -torch.rand(1, 300), torch.zeros(1, 300)])
+    x[0, 7] = 0.0
+    codes, scales, zero_points = quantize_activation_rows(x)
+    assert codes.dtype == torch.uint8 and scales.shape == zero_points.shape == (7, 1)
+    back = (codes.float() - zero_points) * scales
+    assert (back - x).abs().le(scales / 2 * (1 + 1e-5)).all()
+    assert back[0, 7] == 0 and back[6].eq(0).all()  # 0 is a code: zeros (and padding) stay exact
+    assert zero_points[4] == 0 and codes[4].max() == 255  # all positive: the 256 codes span 0..max
+    assert zero_points[5] == 255 and codes[5].min() == 0  # all negative: min..0
+    # the same rounding as PyTorch's own dynamic quantization (fbgemm's parameters) up to ties
+    ref = torch.quantize_per_tensor_dynamic(x[:1], torch.quint8, False)
+    assert ref.q_zero_point() == int(zero_points[0]) and math.isclose(ref.q_scale(), float(scales[0]), rel_tol=1e-6)
+    assert (ref.int_repr().int() - codes[:1].int()).abs().max() <= 1

@@ -84,6 +84,8 @@ def test_bytes_read_per_token_count_the_quantized_scales():
     rows = sum(s[0] for k, s in expected_shapes(cfg).items() if ".attention.w" in k or ".feed_forward." in k)
     assert bytes_per_token(cfg, torch.bfloat16, "int8") == rest + projections + 2 * rows
     assert bytes_per_token(cfg, torch.bfloat16, "int4") == rest + projections // 2 + projections // 64 * 4
+    # W8A8: int8's codes, its float32 scales as fbgemm reads them
+    assert bytes_per_token(cfg, torch.bfloat16, "w8a8") == rest + projections + 4 * rows
 
 
 def test_profile_times_exactly_the_matrices_a_step_reads():
@@ -93,9 +95,9 @@ def test_profile_times_exactly_the_matrices_a_step_reads():
 
     cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=64)
     rows = where_time_goes(cfg, random_state_dict(cfg), rounds=1, steps=1)
-    assert [r["weights"] for r in rows] == ["bfloat16", "int8", "int4"]
+    assert [r["weights"] for r in rows] == ["bfloat16", "int8", "int4", "w8a8"]
     norms_and_row = (2 * cfg.n_layers + 1) * cfg.dim * 2 + cfg.dim * 2
-    for r, scheme in zip(rows, (None, "int8", "int4"), strict=True):
+    for r, scheme in zip(rows, (None, "int8", "int4", "w8a8"), strict=True):
         read = r["projections"]["bytes"] + r["LM head"]["bytes"] + norms_and_row
         assert read == bytes_per_token(cfg, torch.bfloat16, scheme), r["weights"]
 

@@ -11,8 +11,12 @@ one run on one machine. Implementations, in the results' names:
 - ``scratch-cache`` int8 / int4: the same compiled step on weights quantized as chapter 10
                       does (the seven projections; int8 per row, int4 per block of 64), laid
                       out once for PyTorch's weight-only kernels (helpers/compiled.py; CPU only);
+- ``scratch-cache`` w8a8: int8's weights with each activation row rounded to 8 bits too, the
+                      products int8 x int8 -> int32 (helpers/kernels.py; CPU only);
 - ``scratch-nocache`` the uncached loop of chapter 08 (tiny model only: quadratic);
 - ``transformers``    LlamaForCausalLM.generate with its own cache, same weights and dtype;
+- ``llama.cpp`` bf16 / q8_0 / q4_0, with ``--peers`` (``make bench-peers``): llama.cpp's
+                      ``llama-bench`` on the 1B-shape weights converted to GGUF (tools/peers.py);
 
 on the embedded tiny checkpoint (float32) and on random weights of the real Llama-3.2-1B
 shape (bfloat16, with the quantized variants, and float32). All implementations of one
@@ -35,9 +39,12 @@ decode.png, and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -48,8 +55,7 @@ from ..config import ModelConfig, llama_3_2_1b_config
 from ..files import REPO_ROOT, atomic_write_text, display_path
 from ..generation import generate, generate_uncached
 from ..kernels import KERNEL_SCHEMES as QUANTIZED
-from ..kernels import for_cpu_kernels
-from ..quantize import quantize_state_dict
+from ..kernels import quantize_for_kernels
 from . import smollm2
 from .bench_report import EAGER, machine, plot, print_table, summarize
 from .book import nbval_suite_seconds
@@ -100,10 +106,11 @@ def tied_in(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.
 
 
 def bench_model(
-    name, cfg, sd, dtype, *, device, repeats, progress, nocache: bool = False, schemes=(), ckpt_dir=None
+    name, cfg, sd, dtype, *, device, repeats, progress, nocache: bool = False, schemes=(), ckpt_dir=None, peers=None
 ) -> dict:
     """Time every implementation on one (model, dtype): a short warm-up each (the compile
-    happens there), then rounds in which they take turns. Each rate is the median over the rounds."""
+    happens there), then rounds in which they take turns. Each rate is the median over the rounds.
+    ``peers``: {impl: (run, bytes per token)} timed in the same rounds, ``run(n)`` -> (seconds, [])."""
     from ..hf import hf_model
 
     sd = tied_in(sd, dtype)
@@ -116,13 +123,15 @@ def bench_model(
     }
     bytes_read = {"scratch-cache": bytes_per_token(cfg, dtype), EAGER: bytes_per_token(cfg, dtype)}
     for scheme in schemes:
-        quantized = for_cpu_kernels(quantize_state_dict(sd, scheme))  # repacked once, not per call
+        quantized = quantize_for_kernels(sd, scheme)  # repacked once, not per call
         impls[f"scratch-cache {scheme}"] = lambda n, q=quantized: time_scratch(q, cfg, ids, n, generate_compiled)
         bytes_read[f"scratch-cache {scheme}"] = bytes_per_token(cfg, dtype, scheme)
     if nocache:
         impls["scratch-nocache"] = lambda n: time_scratch(sd, cfg, ids, n, generate_uncached)
     impls["transformers"] = lambda n: time_transformers(model, ids, n)
     bytes_read["transformers"] = bytes_per_token(cfg, dtype)
+    for impl, (fn, nbytes) in (peers or {}).items():
+        impls[impl], bytes_read[impl] = fn, nbytes
     label = f"{name} {str(dtype).removeprefix('torch.')}"
     # On a GPU the static step is compiled for one cache length: warm up at the timed length
     warmup_tokens = NEW_TOKENS if torch.device(device).type == "cuda" else WARMUP_TOKENS
@@ -141,8 +150,10 @@ def bench_model(
             seconds, outputs[impl] = fn(NEW_TOKENS)
             times[impl].append(round(seconds, 4))
     progress.update(1)
-    agreement = {
-        impl: sum(a == b for a, b in zip(tokens, outputs[EAGER], strict=True)) for impl, tokens in outputs.items()
+    agreement = {  # (a peer's tokens are not compared: other code, other rounding)
+        impl: sum(a == b for a, b in zip(tokens, outputs[EAGER], strict=True))
+        for impl, tokens in outputs.items()
+        if impl not in (peers or {})
     }
     return {
         "model": name,
@@ -158,6 +169,33 @@ def bench_model(
     }
 
 
+@contextlib.contextmanager
+def peer_runs(cfg: ModelConfig, sd: dict, enabled: bool) -> Iterator[dict]:
+    """With ``enabled``: llama.cpp's runs of these weights, {impl: (run, bytes per token)}, for
+    ``bench_model``'s rounds; the GGUF files live in a temporary folder under build/peers/ until the
+    rounds are over. Otherwise no peers."""
+    if not enabled:
+        yield {}
+        return
+    from ..checkpoint import save_checkpoint
+    from ..hf import export_hf
+    from . import peers
+
+    source = peers.ensure_llama_cpp()
+    with tempfile.TemporaryDirectory(dir=peers.PEERS_DIR, prefix=".gguf-") as tmp:
+        work = Path(tmp)
+        print("converting the 1B-shape weights to GGUF (bf16, Q8_0, Q4_0) with llama.cpp's converter")
+        save_checkpoint(work / "meta", cfg, sd, torch.bfloat16)
+        export_hf(work / "meta", work / "hf")
+        files = peers.convert(source, work / "hf", work)
+        threads = torch.get_num_threads()  # the threads PyTorch decodes with
+
+        def run(gguf: Path) -> Callable:
+            return lambda n: (peers.llama_bench_seconds(source, gguf, PROMPT_TOKENS, n, threads), [])
+
+        yield {f"llama.cpp {name}": (run(path), peers.gguf_bytes_per_token(path)) for name, path in files.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
@@ -167,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-nbval", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default build/bench)")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also llama.cpp on the 1B-shape weights (bf16, Q8_0, Q4_0), built once into build/peers/",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -178,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.device(args.device).type == "cuda"
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to PyTorch here")
+    if args.peers and (cuda or args.skip_1b or args.profile):
+        parser.error(
+            "--peers times llama.cpp's CPU build on the 1B shape: not with --device cuda, --skip-1b or --profile"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     if args.profile:
@@ -207,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = llama_3_2_1b_config()
             sd = random_state_dict(cfg, seed=0)
             schemes = () if cuda else QUANTIZED  # the weight-only kernels are CPU kernels
-            groups.append(bench_model("1b-shape", cfg, sd, torch.bfloat16, schemes=schemes, **run))
+            with peer_runs(cfg, sd, args.peers) as peers:
+                groups.append(bench_model("1b-shape", cfg, sd, torch.bfloat16, schemes=schemes, peers=peers, **run))
             groups.append(bench_model("1b-shape", cfg, sd, torch.float32, **run))
             del sd
     results = summarize(groups, None if args.skip_nbval else round(nbval_suite_seconds(), 1))

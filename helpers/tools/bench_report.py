@@ -19,7 +19,28 @@ LABELS = {
     "transformers": "transformers",
     "scratch-cache int8": "int8 weights\n(compiled)",
     "scratch-cache int4": "int4 weights\n(compiled)",
+    "scratch-cache w8a8": "int8 weights and\nactivations (compiled)",
+    "llama.cpp bf16": "llama.cpp\nbf16",
+    "llama.cpp q8_0": "llama.cpp\nQ8_0",
+    "llama.cpp q4_0": "llama.cpp\nQ4_0",
 }
+PEER = "llama.cpp"
+# the book's run each llama.cpp type is compared with, per round
+BOOK_OF_PEER = {"bf16": "scratch-cache", "q8_0": "scratch-cache int8", "q4_0": "scratch-cache int4"}
+
+
+def split_impl(impl: str, dtype: str) -> tuple[str, str]:
+    """A group's implementation name -> results.json's (impl, dtype): "scratch-cache int8" is
+    ("scratch-cache", "int8"), "llama.cpp q8_0" is ("llama.cpp", "q8_0")."""
+    name, _, variant = impl.partition(" ")
+    if name in ("scratch-cache", PEER) and variant and variant != "eager":
+        return name, variant
+    return impl, dtype
+
+
+def per_round_ratio(group: dict, impl: str, other: str) -> list[float]:
+    """tokens/s of ``impl`` over ``other``'s, round by round (they ran side by side)."""
+    return [round(b / a, 3) for a, b in zip(group["seconds"][impl], group["seconds"][other], strict=True)]
 
 
 def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
@@ -32,17 +53,22 @@ def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
         for impl, rate in g["tokens_per_s"].items():
             if impl == EAGER:
                 continue
-            scheme = impl.split(" ")[1] if impl.startswith("scratch-cache ") else None
+            name, dtype = split_impl(impl, g["dtype"])
             row = {
                 "model": g["model"],
-                "impl": "scratch-cache" if scheme else impl,
-                "dtype": scheme or g["dtype"],
+                "impl": name,
+                "dtype": dtype,
                 "prompt_tokens": g["prompt_tokens"],
                 "new_tokens": g["new_tokens"],
                 "tokens_per_s": rate,
             }
             if g["model"] == "1b-shape":
                 row["roofline_fraction"] = roofline_fraction(g, impl)
+            if name == PEER:
+                row["bytes_per_token"] = g["bytes_per_token"][impl]
+                book = BOOK_OF_PEER[dtype]
+                row["book"] = split_impl(book, g["dtype"])[1]
+                row["book_over_peer_per_round"] = per_round_ratio(g, book, impl)
             rows.append(row)
     roofline = {}
     for g in groups:
@@ -50,8 +76,9 @@ def summarize(groups: list[dict], nbval_suite_s: float | None) -> dict:
             for impl, bytes_read in g["bytes_per_token"].items():
                 if impl == EAGER:
                     continue
-                scheme = impl.split(" ")[1] if impl.startswith("scratch-cache ") else g["dtype"]
-                roofline[f"1b-shape-{scheme}"] = round(bandwidth * 1e9 / bytes_read, 3)
+                name, dtype = split_impl(impl, g["dtype"])
+                key = f"1b-shape-{dtype}" + (f"-{PEER}" if name == PEER else "")
+                roofline[key] = round(bandwidth * 1e9 / bytes_read, 3)
     return {
         "bandwidth_GBps": round(bandwidth, 2),
         "rows": rows,
@@ -66,14 +93,24 @@ def plot(results: dict, details: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = ["scratch-cache", "scratch-cache int8", "scratch-cache int4", EAGER, "scratch-nocache", "transformers"]
+    order = ["scratch-cache", "llama.cpp bf16", "scratch-cache int8", "scratch-cache w8a8", "llama.cpp q8_0"]
+    order += ["scratch-cache int4", "llama.cpp q4_0", EAGER, "scratch-nocache", "transformers"]
     colors = {"scratch-cache": "C0", "scratch-cache int8": "C2", "scratch-cache int4": "C4", EAGER: "#9ecae1"}
-    colors |= {"scratch-nocache": "C7", "transformers": "C1"}
+    colors |= {"scratch-cache w8a8": "C8", "scratch-nocache": "C7", "transformers": "C1"}
+    colors |= {f"{PEER} {t}": "C5" for t in BOOK_OF_PEER}  # the peer's bars in one colour, beside the book's
     groups = details["groups"]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.2), constrained_layout=True, squeeze=False)
-    for ax, group in zip(axes[0], groups, strict=True):
+    bars = [[i for i in order if i in group["tokens_per_s"]] for group in groups]
+    widths = [max(4, len(names)) for names in bars]  # a panel's width follows its number of bars
+    fig, axes = plt.subplots(
+        1,
+        len(groups),
+        figsize=(1.15 * sum(widths), 4.2),
+        constrained_layout=True,
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
+    )
+    for ax, group, names in zip(axes[0], groups, bars, strict=True):
         rates = group["tokens_per_s"]
-        names = [i for i in order if i in rates]
         xs = range(len(names))
         ax.bar(xs, [rates[n] for n in names], color=[colors[n] for n in names])
         labels = [LABELS[n] for n in names]

@@ -10,8 +10,7 @@ import torch
 
 from ..config import ModelConfig
 from ..kernels import KERNEL_SCHEMES as QUANTIZED
-from ..kernels import for_cpu_kernels
-from ..quantize import quantize_state_dict
+from ..kernels import quantize_for_kernels
 from .bench import prompt_ids, tied_in
 from .roofline import measure_bandwidth
 
@@ -32,7 +31,7 @@ def where_time_goes(cfg: ModelConfig, sd: dict, schemes=QUANTIZED, rounds: int =
     from ..rope import precompute_freqs_cis
 
     sd = tied_in(sd, torch.bfloat16)
-    formats = {"bfloat16": sd} | {s: for_cpu_kernels(quantize_state_dict(sd, s)) for s in schemes}
+    formats = {"bfloat16": sd} | {s: quantize_for_kernels(sd, s) for s in schemes}
     prompt = torch.tensor(prompt_ids(cfg))
     total = len(prompt) + steps
     freqs = precompute_freqs_cis(cfg, total)

@@ -10,8 +10,7 @@ import torch
 
 from ..checkpoint import expected_shapes
 from ..config import ModelConfig
-from ..kernels import for_cpu_kernels
-from ..quantize import quantize_state_dict
+from ..kernels import quantize_for_kernels
 
 
 def sync(device) -> None:
@@ -41,7 +40,7 @@ def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype, scheme: str | None = N
     with torch.device("meta"):
         sd = {k: torch.empty(s, dtype=dtype) for k, s in expected_shapes(cfg).items()}
     if scheme:
-        sd = for_cpu_kernels(quantize_state_dict(sd, scheme))
+        sd = quantize_for_kernels(sd, scheme)
     read = sum(v.nbytes for k, v in sd.items() if k not in ("tok_embeddings.weight", "output.weight"))
     head = sd["output.weight"]
     return read + head.nbytes + head.shape[1] * head.element_size()
