@@ -137,9 +137,6 @@ def quantize_nf4_blocks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.bucketize(scaled.reshape(-1), midpoints).to(torch.uint8), absmax
 
 
-MATMUL_NAMES = ("__matmul__", "matmul")  # Tensor.__matmul__, torch.matmul, Tensor.matmul
-
-
 class Transposed:
     """W^T of a weight that multiplies itself: ``x @ w.mT`` is ``w.linear(x)``.
 
@@ -157,7 +154,8 @@ class Transposed:
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         """The same hand-over as PyTorch sees it: ``torch.compile`` traces ``x @ w.mT`` through this
         (it does not follow Python's fallback to ``__rmatmul__``, and would cut its graph there)."""
-        if getattr(func, "__name__", None) in MATMUL_NAMES and len(args) == 2 and isinstance(args[1], Transposed):
+        matmul = getattr(func, "__name__", None) in ("__matmul__", "matmul")  # Tensor.__matmul__, torch.matmul
+        if matmul and len(args) == 2 and isinstance(args[1], Transposed):
             return args[1].weight.linear(args[0])
         return NotImplemented
 
@@ -303,7 +301,8 @@ class Int8ActivationWeight(Int8Weight):
 
 def with_int8_activations(sd: dict) -> dict:
     """A state dict's int8 weights as W8A8 weights (the same codes; activations rounded too)."""
-    return {k: Int8ActivationWeight.of(v) if type(v) is Int8Weight else v for k, v in sd.items()}
+    int8 = Int8Weight.scheme  # (by scheme: chapter 10 defines its own Int8Weight class, the same one)
+    return {k: Int8ActivationWeight.of(v) if getattr(v, "scheme", None) == int8 else v for k, v in sd.items()}
 
 
 def quantize(w: torch.Tensor, scheme: str) -> QuantizedWeight:

@@ -139,3 +139,18 @@ def test_run_book_reports_an_interruption_as_such(tmp_path, monkeypatch, capsys)
     assert book.run_book() == 130
     err = capsys.readouterr().err
     assert "INTERRUPTED in 01_only.ipynb" in err and "AssertionError" not in err
+
+
+def test_profile_int8_candidates_compute_the_same_products_over_every_projection():
+    """--profile's one-row int8 products: each agrees with the float loop (checked inside, up to
+    the activation row's rounding), and each streams exactly the projections' codes."""
+    from helpers.tools.profile_step import int8_candidates
+
+    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=256, multiple_of=64)
+    rows = int8_candidates(cfg, random_state_dict(cfg), rounds=1, repeats=1)
+    names = ["inductor float loop", "_weight_int8pack_mm", "torch._int_mm", "fbgemm dynamic"]
+    assert [r["product"] for r in rows] == names
+    projections = sum(
+        math.prod(s) for k, s in expected_shapes(cfg).items() if ".attention.w" in k or ".feed_forward." in k
+    )
+    assert all(r["code_bytes"] == projections and r["matrices"] == 7 * cfg.n_layers for r in rows)

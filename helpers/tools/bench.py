@@ -228,14 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     if args.profile:
-        from .profile_step import print_profile, where_time_goes
+        from .profile_step import int8_candidates, print_candidates, print_profile, where_time_goes
 
         if cuda:
             parser.error("--profile times the CPU kernels: run it without --device cuda")
-        rows = where_time_goes(llama_3_2_1b_config(), random_state_dict(llama_3_2_1b_config(), seed=0))
-        text = json.dumps({"machine": machine("cpu"), "torch": torch.__version__, "rows": rows}, indent=2) + "\n"
-        atomic_write_text(args.out / "profile.json", text)
+        cfg = llama_3_2_1b_config()
+        sd = random_state_dict(cfg, seed=0)
+        rows = where_time_goes(cfg, sd)
+        candidates = int8_candidates(cfg, sd)
+        profile = {"machine": machine("cpu"), "torch": torch.__version__, "rows": rows, "int8_products": candidates}
+        atomic_write_text(args.out / "profile.json", json.dumps(profile, indent=2) + "\n")
         print_profile(rows)
+        print_candidates(candidates)
         print(f"wrote profile.json in {display_path(args.out)}")
         return 0
 

@@ -96,3 +96,78 @@ def print_profile(rows: list[dict]) -> None:
             f"{r['weights']:<10}{r['step_ms']:>9.1f}{proj['ms']:>14.1f} ({proj['GBps']:>5.1f}){head['ms']:>12.1f} "
             f"({head['GBps']:>5.1f}){r['rest_ms']:>9.1f}"
         )
+
+
+def int8_candidates(cfg: ModelConfig, sd: dict, rounds: int = 5, repeats: int = 3) -> list[dict]:
+    """``--profile``: the ways PyTorch offers to multiply one activation row by int8 weights,
+    each over a step's 7 L projections (their codes streamed from memory, not from a cache),
+    in turns within each round; medians. What W8A8 runs on was chosen from these numbers:
+
+    - ``inductor float loop``: int8's compiled path, codes converted to float32 and multiplied;
+    - ``_weight_int8pack_mm``: ATen's weight-only int8 kernel (bfloat16 row);
+    - ``torch._int_mm``: the row rounded to int8, int8 x int8 -> int32 (oneDNN);
+    - ``fbgemm dynamic``: the row rounded to uint8 with a zero point, uint8 x int8 -> int32 (VNNI).
+    """
+    from ..compiled import decompose_one_row_products
+    from ..kernels import Int8KernelWeight
+    from ..quantize import is_projection
+
+    int8 = quantize_for_kernels(tied_in(sd, torch.bfloat16), "int8")
+    w8a8 = quantize_for_kernels(tied_in(sd, torch.bfloat16), "w8a8")
+    keys = [k for k in int8 if is_projection(k)]
+    rows = {n: torch.randn(1, n, dtype=torch.bfloat16) for n in {int8[k].shape[1] for k in keys}}
+
+    def each(product):
+        return lambda: [product(rows[int8[k].shape[1]], k) for k in keys]
+
+    def int_mm(x, k):
+        w = int8[k]
+        scale = x.float().abs().amax(-1, keepdim=True).clamp(min=1e-12) / 127
+        q = torch.round(x.float() / scale).to(torch.int8)
+        return (torch._int_mm(q, w.codes.T).float() * scale * w.scales.float()).to(x.dtype)
+
+    with decompose_one_row_products():
+        loop = torch.compile(each(lambda x, k: int8[k].linear(x)), dynamic=False)
+        candidates = {
+            "inductor float loop": loop,
+            "_weight_int8pack_mm": each(lambda x, k: Int8KernelWeight.product(int8[k], x, int8[k].scales)),
+            "torch._int_mm": each(int_mm),
+            "fbgemm dynamic": each(lambda x, k: w8a8[k].linear(x)),
+        }
+        times = {name: [] for name in candidates}
+        bandwidth = []
+        with torch.inference_mode():
+            reference = candidates["inductor float loop"]()  # compile, warm up, and check they agree:
+            for name, fn in candidates.items():  # the same product, up to the row's rounding to 8 bits
+                for got, want in zip(fn(), reference, strict=True):
+                    error = float((got.float() - want.float()).norm() / want.float().norm())
+                    if error > 0.05:
+                        raise AssertionError(f"{name}'s product is {error:.3f} away from the float loop's")
+            for _ in range(rounds):
+                bandwidth.append(measure_bandwidth())
+                for name, fn in candidates.items():
+                    start = time.perf_counter()
+                    for _ in range(repeats):
+                        fn()
+                    times[name].append((time.perf_counter() - start) / repeats)
+    nbytes = sum(int8[k].codes.nbytes for k in keys)
+    return [
+        {
+            "product": name,
+            "matrices": len(keys),
+            "ms": round(statistics.median(t) * 1e3, 2),
+            "code_bytes": nbytes,
+            "GBps": round(nbytes / statistics.median(t) / 1e9, 1),
+            "bandwidth_GBps": round(statistics.median(bandwidth), 1),
+        }
+        for name, t in times.items()
+    ]
+
+
+def print_candidates(rows: list[dict]) -> None:
+    first = rows[0]
+    print(
+        f"\none-row int8 products over the {first['matrices']} projections ({first['code_bytes'] / 1e9:.2f} GB of codes)"
+    )
+    for r in rows:
+        print(f"{r['product']:<22}{r['ms']:>8.1f} ms {r['GBps']:>6.1f} GB/s")
