@@ -109,7 +109,8 @@ def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
 class Int8DynamicKernelWeight(KernelWeight):
     """W8A8: int8 codes (out, in) and one scale per row, as the book stores them, and the same codes
     packed for fbgemm (``key``). A one-row product (decoding) runs on fbgemm; several rows (a
-    prompt) on ``torch._int_mm`` with every row rounded by ``quantize_activation_rows``."""
+    prompt), and one row where PyTorch's quantized engine cannot pack the weight, on
+    ``torch._int_mm`` with every row rounded by ``quantize_activation_rows``."""
 
     key: int | None = None
     code_sums: torch.Tensor | None = None  # int32 (out,): each row's sum of codes, for several rows
@@ -123,14 +124,18 @@ class Int8DynamicKernelWeight(KernelWeight):
             with warnings.catch_warnings():  # PyTorch deprecates quantized tensors; fbgemm's prepack takes one
                 warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel")
                 q = torch._make_per_channel_quantized_tensor(w.codes, w.scales.double(), zero, 0)
+            try:
+                packed = torch.ops.quantized.linear_prepack(q, None)
+            except RuntimeError:  # a quantized engine without per-row int8 weights: _int_mm for one row too
+                return weight
             weight.key = next(_KEYS)
-            _PACKED[weight.key] = torch.ops.quantized.linear_prepack(q, None)
+            _PACKED[weight.key] = packed
             weakref.finalize(weight, _PACKED.pop, weight.key, None)
         return weight
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] == 1:
+        if rows.shape[0] == 1 and self.key is not None:
             out = int8_dynamic_linear(rows, self.key, self.shape[0])
         else:
             # sum (q - z) c over a row = sum (q - 128) c + (128 - z) sum c: int8 codes for _int_mm

@@ -201,3 +201,29 @@ def test_activation_rows_read_back_within_half_a_step_and_zero_exactly():
     ref = torch.quantize_per_tensor_dynamic(x[:1], torch.quint8, False)
     assert ref.q_zero_point() == int(zero_points[0]) and math.isclose(ref.q_scale(), float(scales[0]), rel_tol=1e-6)
     assert (ref.int_repr().int() - codes[:1].int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("packs", [True, False])
+def test_w8a8_kernel_equals_its_eager_rounding_with_or_without_fbgemm(monkeypatch, packs):
+    """One row on fbgemm (or, where the engine cannot pack the weight, on torch._int_mm), several
+    rows on torch._int_mm: the products of the rounded row and the int8 codes, as the eager W8A8
+    path computes them in float32."""
+    from helpers.kernels import kernel_weight
+    from helpers.quantize import Int8ActivationWeight, Int8Weight
+
+    if not packs:
+
+        def refuse(*args):
+            raise RuntimeError("no engine")
+
+        monkeypatch.setattr(torch.ops.quantized, "linear_prepack", refuse)
+    gen = torch.Generator().manual_seed(5)
+    w = Int8ActivationWeight.of(Int8Weight.quantize(torch.randn(96, 320, generator=gen) * 0.05))
+    fast = kernel_weight(w)
+    assert (fast.key is not None) is packs
+    for rows in (1, 4):
+        x = torch.randn(rows, 320, generator=gen) * 2 + 0.3
+        want = w.linear(x)
+        # float32 sums of 320 products, and a tie in the row's rounding that fbgemm may send the other way
+        tol = 1e-5 * float(want.abs().max()) + float(quantize_activation_rows(x)[1].max() * w.dequantize().abs().max())
+        torch.testing.assert_close(fast.linear(x), want, rtol=0, atol=tol)
