@@ -100,3 +100,16 @@ def test_results_rows_compare_each_llama_cpp_type_with_the_books_run_round_by_ro
     assert "book" not in rows["scratch-cache", "int8"]
     results = summarize([group], None)
     assert results["roofline_tokens_per_s"]["1b-shape-q8_0-llama.cpp"] == round(25e9 / 600_000_000, 3)
+
+
+def test_bench_peers_stops_at_once_with_the_builds_message(monkeypatch, capsys, tmp_path):
+    """Before any timing: a build that cannot happen is one message and exit status 1."""
+    from helpers.tools import bench
+
+    def cannot_build():
+        raise peers.PeerError("building llama.cpp needs cmake: install it")
+
+    monkeypatch.setattr(peers, "ensure_llama_cpp", cannot_build)
+    assert bench.main(["--peers", "--skip-nbval", "--out", str(tmp_path)]) == 1
+    assert "make bench-peers: building llama.cpp needs cmake" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ from ..kernels import quantize_for_kernels
 from . import smollm2
 from .bench_report import EAGER, machine, plot, print_table, summarize
 from .book import nbval_suite_seconds
+from .peers import PeerError
 from .roofline import bytes_per_token, measure_bandwidth
 
 OUT_DIR = REPO_ROOT / "build" / "bench"
@@ -170,18 +172,17 @@ def bench_model(
 
 
 @contextlib.contextmanager
-def peer_runs(cfg: ModelConfig, sd: dict, enabled: bool) -> Iterator[dict]:
-    """With ``enabled``: llama.cpp's runs of these weights, {impl: (run, bytes per token)}, for
-    ``bench_model``'s rounds; the GGUF files live in a temporary folder under build/peers/ until the
-    rounds are over. Otherwise no peers."""
-    if not enabled:
+def peer_runs(cfg: ModelConfig, sd: dict, source: Path | None) -> Iterator[dict]:
+    """With llama.cpp's built ``source`` tree: its runs of these weights, {impl: (run, bytes per
+    token)}, for ``bench_model``'s rounds; the GGUF files live in a temporary folder under
+    build/peers/ until the rounds are over. Without: no peers."""
+    if source is None:
         yield {}
         return
     from ..checkpoint import save_checkpoint
     from ..hf import export_hf
     from . import peers
 
-    source = peers.ensure_llama_cpp()
     with tempfile.TemporaryDirectory(dir=peers.PEERS_DIR, prefix=".gguf-") as tmp:
         work = Path(tmp)
         print("converting the 1B-shape weights to GGUF (bf16, Q8_0, Q4_0) with llama.cpp's converter")
@@ -243,25 +244,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote profile.json in {display_path(args.out)}")
         return 0
 
+    llama_cpp = None
+    if args.peers:  # built first: a missing compiler is said before minutes of timing
+        from .peers import ensure_llama_cpp
+
+        try:
+            llama_cpp = ensure_llama_cpp()
+        except PeerError as err:
+            print(f"make bench-peers: {err}", file=sys.stderr)
+            return 1
     groups = []
     tiny_cfg, tiny_sd = load_checkpoint(TINY_DIR, dtype=torch.float32)
     real = smollm2.OUT if (smollm2.OUT / "provenance.json").is_file() else None  # make bench converts it
-    with tqdm(total=(1 if args.skip_1b else 3) + (real is not None), desc="bench") as progress:
-        run = {"device": args.device, "repeats": args.repeats, "progress": progress}
-        groups.append(bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, nocache=True, **run))
-        del tiny_sd
-        if real is not None:  # a real model: SmolLM2-135M-Instruct, as converted (float32)
-            real_cfg, real_sd = load_checkpoint(real, dtype=torch.float32)
-            groups.append(bench_model("smollm2-135m", real_cfg, real_sd, torch.float32, ckpt_dir=real, **run))
-            del real_sd
-        if not args.skip_1b:
-            cfg = llama_3_2_1b_config()
-            sd = random_state_dict(cfg, seed=0)
-            schemes = () if cuda else QUANTIZED  # the weight-only kernels are CPU kernels
-            with peer_runs(cfg, sd, args.peers) as peers:
-                groups.append(bench_model("1b-shape", cfg, sd, torch.bfloat16, schemes=schemes, peers=peers, **run))
-            groups.append(bench_model("1b-shape", cfg, sd, torch.float32, **run))
-            del sd
+    try:
+        with tqdm(total=(1 if args.skip_1b else 3) + (real is not None), desc="bench") as progress:
+            run = {"device": args.device, "repeats": args.repeats, "progress": progress}
+            groups.append(bench_model("tiny", tiny_cfg, tiny_sd, torch.float32, nocache=True, **run))
+            del tiny_sd
+            if real is not None:  # a real model: SmolLM2-135M-Instruct, as converted (float32)
+                real_cfg, real_sd = load_checkpoint(real, dtype=torch.float32)
+                groups.append(bench_model("smollm2-135m", real_cfg, real_sd, torch.float32, ckpt_dir=real, **run))
+                del real_sd
+            if not args.skip_1b:
+                cfg = llama_3_2_1b_config()
+                sd = random_state_dict(cfg, seed=0)
+                schemes = () if cuda else QUANTIZED  # the weight-only kernels are CPU kernels
+                with peer_runs(cfg, sd, llama_cpp) as peers:
+                    groups.append(bench_model("1b-shape", cfg, sd, torch.bfloat16, schemes=schemes, peers=peers, **run))
+                groups.append(bench_model("1b-shape", cfg, sd, torch.float32, **run))
+                del sd
+    except PeerError as err:  # llama.cpp's conversion or a run of it failed
+        print(f"make bench-peers: {err}", file=sys.stderr)
+        return 1
     results = summarize(groups, None if args.skip_nbval else round(nbval_suite_seconds(), 1))
     details = {
         "machine": machine(args.device),
