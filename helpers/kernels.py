@@ -4,13 +4,13 @@ The book's int8 and int4 codes multiply through ``aten._weight_int8pack_mm`` and
 ``aten._weight_int4pack_mm_for_cpu``, which read the codes once per product and never
 build the dequantized matrix. W8A8 weights (int8 codes, activations rounded to 8 bits too)
 multiply in integers: 8-bit x 8-bit products summed in int32 by fbgemm's dynamic quantized
-linear, which reaches the CPU's integer dot-product instructions (AVX-512 VNNI, AVX2), and
-by ``torch._int_mm``. ``for_cpu_kernels`` converts a state dict once (the same values,
+linear, which reaches the CPU's integer dot-product instructions (AVX-512 VNNI, AVX-VNNI). ``for_cpu_kernels`` converts a state dict once (the same values,
 another layout); ``helpers.compiled.generate_compiled`` decodes with it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 import weakref
@@ -93,6 +93,18 @@ _PACKED: dict[int, object] = {}
 _KEYS = itertools.count()
 
 
+@functools.cache
+def integer_dot_products() -> bool:
+    """Whether this CPU sums 8-bit products straight into int32 (AVX-512 VNNI or AVX-VNNI), the
+    case in which fbgemm's dynamic linear cannot saturate (read from Linux's /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 @torch.library.custom_op("llama_scratch::int8_dynamic_linear", mutates_args=())
 def int8_dynamic_linear(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
     """One row (1, in) times a packed int8 weight: fbgemm rounds the row to uint8 with a zero point
@@ -101,32 +113,32 @@ def int8_dynamic_linear(x: torch.Tensor, key: int, out_features: int) -> torch.T
 
 
 @int8_dynamic_linear.register_fake
-def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+def int8_dynamic_linear_shape(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
 
 
 @dataclass
 class Int8DynamicKernelWeight(KernelWeight):
     """W8A8: int8 codes (out, in) and one scale per row, as the book stores them, and the same codes
-    packed for fbgemm (``key``). A one-row product (decoding) runs on fbgemm; several rows (a
-    prompt), and one row where PyTorch's quantized engine cannot pack the weight, on
-    ``torch._int_mm`` with every row rounded by ``quantize_activation_rows``."""
+    packed for fbgemm (``key``). A one-row product (decoding) runs on fbgemm where the CPU has
+    integer dot-product instructions; several rows (a prompt), and one row elsewhere, multiply
+    the rows rounded by ``quantize_activation_rows`` by the codes in float32 (the same sums)."""
 
     key: int | None = None
-    code_sums: torch.Tensor | None = None  # int32 (out,): each row's sum of codes, for several rows
 
     @classmethod
     def layout(cls, w: Int8ActivationWeight) -> Self:
         weight = cls(w.shape, w.codes, w.scales)
         if w.codes.device.type == "cpu":  # (on ``meta``, to count bytes: codes and scales only)
-            weight.code_sums = w.codes.sum(-1, dtype=torch.int32)
             zero = torch.zeros(w.shape[0], dtype=torch.long)
             with warnings.catch_warnings():  # PyTorch deprecates quantized tensors; fbgemm's prepack takes one
                 warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel")
                 q = torch._make_per_channel_quantized_tensor(w.codes, w.scales.double(), zero, 0)
+            if not integer_dot_products():
+                return weight  # fbgemm would sum pairs of uint8 x int8 products in 16 bits, and saturate
             try:
                 packed = torch.ops.quantized.linear_prepack(q, None)
-            except RuntimeError:  # a quantized engine without per-row int8 weights: _int_mm for one row too
+            except RuntimeError:  # a quantized engine without per-row int8 weights
                 return weight
             weight.key = next(_KEYS)
             _PACKED[weight.key] = packed
@@ -138,11 +150,10 @@ class Int8DynamicKernelWeight(KernelWeight):
         if rows.shape[0] == 1 and self.key is not None:
             out = int8_dynamic_linear(rows, self.key, self.shape[0])
         else:
-            # sum (q - z) c over a row = sum (q - 128) c + (128 - z) sum c: int8 codes for _int_mm
+            # the same sums of integer products, in float32: (q - z) and the codes are small integers
             codes, scales, zero_points = quantize_activation_rows(rows)
-            shifted = (codes.to(torch.int16) - 128).to(torch.int8)
-            sums = torch._int_mm(shifted, self.codes.T) + (128 - zero_points.int()) * self.code_sums
-            out = (sums.float() * scales * self.scales).to(x.dtype)
+            sums = (codes.float() - zero_points) @ self.codes.T.float()
+            out = (sums * scales * self.scales).to(x.dtype)
         return out.view(*x.shape[:-1], self.shape[0])
 
 

@@ -266,9 +266,9 @@ def quantize_activation_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     (W8A8): codes uint8 (..., in), scales float32 (..., 1) = (max - min) / 255 over the row with
     0 inside the range, zero points float32 (..., 1), the code that stands for 0.
 
-    Activations are not centred on zero (SiLU's outputs are mostly positive), so their range gets
-    the 256 codes rather than +-max|x| (chapter 10's zero-point quantization, with 8 bits). Rounded
-    as fbgemm's dynamic quantized linear rounds a row: zero_point + round(x * (1 / scale))."""
+    A row's range need not be centred on zero, so the 256 codes span [min(x, 0), max(x, 0)] rather
+    than +-max|x| (chapter 10's zero-point quantization, with 8 bits). Rounded as fbgemm's dynamic
+    quantized linear rounds a row: zero_point + round(x * (1 / scale))."""
     x = x.float()
     low = x.amin(dim=-1, keepdim=True).clamp(max=0)
     high = x.amax(dim=-1, keepdim=True).clamp(min=0)
@@ -301,7 +301,7 @@ class Int8ActivationWeight(Int8Weight):
 
 def with_int8_activations(sd: dict) -> dict:
     """A state dict's int8 weights as W8A8 weights (the same codes; activations rounded too)."""
-    int8 = Int8Weight.scheme  # (by scheme: chapter 10 defines its own Int8Weight class, the same one)
+    int8 = Int8Weight.scheme  # matched by scheme, not class: chapter 10 defines Int8Weight as it teaches it
     return {k: Int8ActivationWeight.of(v) if getattr(v, "scheme", None) == int8 else v for k, v in sd.items()}
 
 

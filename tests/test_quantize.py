@@ -205,10 +205,10 @@ def test_activation_rows_read_back_within_half_a_step_and_zero_exactly():
 
 @pytest.mark.parametrize("packs", [True, False])
 def test_w8a8_kernel_equals_its_eager_rounding_with_or_without_fbgemm(monkeypatch, packs):
-    """One row on fbgemm (or, where the engine cannot pack the weight, on torch._int_mm), several
-    rows on torch._int_mm: the products of the rounded row and the int8 codes, as the eager W8A8
-    path computes them in float32."""
-    from helpers.kernels import kernel_weight
+    """One row on fbgemm (where the CPU has VNNI and the engine packs the weight), else and for
+    several rows the same integer sums in float32: the products of the rounded row and the int8
+    codes, as the eager W8A8 path computes them."""
+    from helpers.kernels import integer_dot_products, kernel_weight
     from helpers.quantize import Int8ActivationWeight, Int8Weight
 
     if not packs:
@@ -220,7 +220,7 @@ def test_w8a8_kernel_equals_its_eager_rounding_with_or_without_fbgemm(monkeypatc
     gen = torch.Generator().manual_seed(5)
     w = Int8ActivationWeight.of(Int8Weight.quantize(torch.randn(96, 320, generator=gen) * 0.05))
     fast = kernel_weight(w)
-    assert (fast.key is not None) is packs
+    assert (fast.key is not None) is (packs and integer_dot_products())
     for rows in (1, 4):
         x = torch.randn(rows, 320, generator=gen) * 2 + 0.3
         want = w.linear(x)
