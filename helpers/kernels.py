@@ -94,15 +94,19 @@ _KEYS = itertools.count()
 
 
 @functools.cache
-def integer_dot_products() -> bool:
-    """Whether this CPU sums 8-bit products straight into int32 (AVX-512 VNNI or AVX-VNNI), the
-    case in which fbgemm's dynamic linear cannot saturate (read from Linux's /proc/cpuinfo)."""
+def cpu_flags() -> frozenset[str]:
+    """The x86 CPU's feature flags, from Linux's /proc/cpuinfo (empty elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return frozenset(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
     except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+        return frozenset()
+
+
+def integer_dot_products() -> bool:
+    """Whether this CPU sums 8-bit products straight into int32 (AVX-512 VNNI or AVX-VNNI), the
+    case in which fbgemm's dynamic linear cannot saturate."""
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 @torch.library.custom_op("llama_scratch::int8_dynamic_linear", mutates_args=())

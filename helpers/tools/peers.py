@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from ..files import REPO_ROOT, atomic_write_text, display_path
+from ..kernels import cpu_flags
 
 SDIST = "llama-cpp-python==0.3.36"  # its vendor/llama.cpp is llama.cpp at commit 0c1e570
 PEERS_DIR = REPO_ROOT / "build" / "peers"
@@ -53,18 +54,6 @@ BUILD_SECONDS = 600  # one configure or build command (about 6 minutes on 2 core
 
 class PeerError(RuntimeError):
     """llama.cpp could not be built, converted to or run: the message says what and how to fix it."""
-
-
-def cpu_flags() -> set[str]:
-    """The x86 CPU's feature flags (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cmake_options(machine: str | None = None, flags: set[str] | None = None) -> list[str]:
