@@ -1,6 +1,6 @@
 """Llama 3.2 from scratch: the library the notebooks share.
 
-One module per concept, in the book's order: config, checkpoint, tokenizer, rmsnorm,
+One module per concept, in the book's order: config, checkpoint, tokenizer, rmsnorm, numerics,
 linear, attention, rope, feed_forward, model, sampling, generation, kv_cache, compiled
 (optional speed), corpus, train, evaluate, hf (Hugging Face layout). Around them:
 files (safe writes), artifacts and stages (tensors passed between chapters), plots,
@@ -40,6 +40,7 @@ _WHERE = {  # each name the package exports, and the module that defines it
     "generate": "generation",
     "generate_uncached": "generation",
     "greedy": "sampling",
+    "forward_hidden": "model",
     "hidden_states": "model",
     "linear": "linear",
     "llama_3_2_1b_config": "config",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import types
 
@@ -11,10 +10,11 @@ import torch
 from hypothesis import settings
 from torch import nn
 
+from helpers import numerics
 from helpers.checkpoint import random_state_dict, save_checkpoint
 from helpers.config import ModelConfig
 from helpers.model import forward_hidden
-from helpers.rmsnorm import rms_norm
+from helpers.numerics import chain_terms, float32_tolerance, swiglu_size  # noqa: F401 (the tests import them from here)
 from helpers.tokenizer import Tokenizer
 
 # Property tests draw the same examples on every run: CI must not be flaky.
@@ -123,46 +123,11 @@ def random_tokens(n: int, vocab: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-# Tolerances, derived from the arithmetic. A float32 operation rounds its result by at most
-# U32 = 2^-24 of it. A sum of n products, added in whatever order a processor's kernels choose
-# (vector width, threads, blocking), is within n * U32 * sum|products| of the exact sum, and with
-# overwhelming probability within LAMBDA * sqrt(n) * U32 * sum|products|: independent rounding
-# errors add like a random walk (Higham and Mary, "A new approach to probabilistic rounding error
-# analysis", SIAM J. Sci. Comput. 41, 2019: the bound fails with probability below
-# 2n exp(-LAMBDA^2 / 2), under 1e-7 for LAMBDA = 7 and n up to 10^4).
-U32 = 2.0**-24
-BF16 = 2.0**-8  # bfloat16 keeps 8 significant bits: one rounding moves a value by up to 2^-8 of it
-LAMBDA = 7.0
-
-
-def float32_tolerance(n_terms: int, magnitude: float, evaluations: int = 2) -> float:
-    """How far apart ``evaluations`` float32 computations of one value may lie (each within the
-    probabilistic bound of the exact value): sums of ``n_terms`` products of total size ``magnitude``."""
-    return evaluations * LAMBDA * math.sqrt(n_terms) * U32 * magnitude
-
-
-def chain_terms(cfg: ModelConfig, n_positions: int) -> int:
-    """The summed lengths of the sums one logit depends on in sequence: per block two norms' means
-    (d each), a query (d), a score (head_dim), the weighted values (N), W^O (H head_dim), W_1 (d)
-    and W_2 (F); then the final norm and the LM head (d each). Every block starts with a norm, so
-    each stage passes the relative error of the ones before it on at about unit gain."""
-    per_block = 4 * cfg.dim + cfg.head_dim + n_positions + cfg.n_heads * cfg.head_dim + cfg.ffn_hidden_dim
-    return cfg.n_layers * per_block + 2 * cfg.dim
+# Tolerances, derived from the arithmetic: the rule the chapters teach (helpers/numerics.py,
+# chapter 03), one definition for the notebooks and the tests.
 
 
 def logit_tolerance(tokens: torch.Tensor, sd: dict, cfg: ModelConfig, evaluations: int = 2) -> float:
-    """float32_tolerance for the logits of ``tokens``: the chain above, at the size of the largest
-    LM-head sum, max_j sum_i |RMSNorm(X^L)_i| |W_out[j, i]| (computed, not assumed)."""
+    """helpers.numerics.logit_tolerance for the logits of ``tokens``."""
     with torch.no_grad():
-        h = rms_norm(forward_hidden(tokens, sd, cfg), sd["norm.weight"], cfg.norm_eps)
-        magnitude = float((h.abs() @ sd["output.weight"].abs().T).max())
-    return float32_tolerance(chain_terms(cfg, tokens.shape[-1]), magnitude, evaluations)
-
-
-def swiglu_magnitude(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> float:
-    """The size of a SwiGLU's last sum: max over outputs of sum_j |h_j| |W_2[i, j]|, h = silu(x W_1^T) * (x W_3^T).
-    Weights (F, d), (d, F), (F, d), or stacks of experts (E, F, d), (E, d, F), (E, F, d)."""
-    with torch.no_grad():
-        x = x.reshape(-1, x.shape[-1]).expand(*w1.shape[:-2], -1, -1)  # (N, d), once per expert if stacked
-        h = torch.nn.functional.silu(x @ w1.mT) * (x @ w3.mT)
-        return float((h.abs() @ w2.abs().mT).max())
+        return numerics.logit_tolerance(forward_hidden(tokens, sd, cfg), sd, cfg, evaluations)

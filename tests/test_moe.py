@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import float32_tolerance, logit_tolerance, swiglu_magnitude
+from conftest import float32_tolerance, logit_tolerance, swiglu_size
 
 from helpers.config import ModelConfig
 from helpers.generation import prefill
@@ -67,9 +67,7 @@ def test_mixtral_style_equals_mixtral_sparse_moe_block(k, batched):
         want = block(x)
     got = moe_feed_forward(x, sd, P, MoEConfig(E, k, F, router="softmax"), batched=batched)
     # W_1 (d terms), W_2 (F), the weighted sum of k experts: two float32 evaluations
-    tol = float32_tolerance(
-        D + F + k, swiglu_magnitude(x, sd[P + "experts.w1"], sd[P + "experts.w2"], sd[P + "experts.w3"])
-    )
+    tol = float32_tolerance(D + F + k, swiglu_size(x, sd[P + "experts.w1"], sd[P + "experts.w2"], sd[P + "experts.w3"]))
     torch.testing.assert_close(got, want, rtol=0, atol=tol)
 
 
@@ -101,8 +99,8 @@ def test_llama4_style_equals_llama4_text_moe(k, batched):
     moe = MoEConfig(E, k, F, router="sigmoid", shared_expert=True)
     logs = []
     got = moe_feed_forward(x, sd, P, moe, batched=batched, router_logits=logs)
-    experts = swiglu_magnitude(x, sd[P + "experts.w1"], sd[P + "experts.w2"], sd[P + "experts.w3"])
-    shared_size = swiglu_magnitude(x, *(sd[P + f"shared.{w}.weight"] for w in ("w1", "w2", "w3")))
+    experts = swiglu_size(x, sd[P + "experts.w1"], sd[P + "experts.w2"], sd[P + "experts.w3"])
+    shared_size = swiglu_size(x, *(sd[P + f"shared.{w}.weight"] for w in ("w1", "w2", "w3")))
     tol = float32_tolerance(D + F + k + 1, experts + shared_size)  # routed and shared SwiGLUs, then their sum
     torch.testing.assert_close(got, want.reshape(x.shape), rtol=0, atol=tol)
     router = sd[P + "router.weight"]
@@ -124,7 +122,7 @@ def test_loop_and_batched_agree_with_gradients(scale_input):
         y = run(x, *ws, weights, experts, scale_input=scale_input)
         grads = torch.autograd.grad(y.square().sum(), [x, *ws])
         results.append((y, grads))
-    tol = float32_tolerance(D + F + 2, swiglu_magnitude(x, *ws))  # the same sums, grouped differently
+    tol = float32_tolerance(D + F + 2, swiglu_size(x, *ws))  # the same sums, grouped differently
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=tol)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         # backward: products of sums of the same lengths, each gradient at its own size

@@ -38,6 +38,7 @@ EXPECTED = [
 CONCEPT_MODULES = {
     "tokenizer",
     "rmsnorm",
+    "numerics",
     "linear",
     "attention",
     "rope",
@@ -274,6 +275,45 @@ def test_a_chapter_opened_cold_runs(tmp_path):
     assert isinstance(nb, nbformat.NotebookNode)
 
 
+# A literal, non-zero tolerance in a check: right for one model's values on one processor.
+LITERAL_TOLERANCE = re.compile(r"\b(atol|rtol)\s*=\s*[0-9.]*[1-9][0-9.]*(e[-+]?[0-9]+)?")
+
+
+def test_no_check_in_a_chapter_uses_a_literal_tolerance():
+    """Every float comparison in the notebooks derives its tolerance from the values
+    (helpers.numerics, chapter 03); exact comparisons (atol=0) stay exact."""
+    found = [
+        f"{path.stem} cell {i}: {m.group(0)}"
+        for path in NOTEBOOKS
+        for i, cell in enumerate(code_cells(path))
+        for m in LITERAL_TOLERANCE.finditer(cell["source"])
+    ]
+    assert not found, f"derive these from the values (helpers.numerics.float32_tolerance): {found}"
+    assert LITERAL_TOLERANCE.search("assert_close(a, b, rtol=0, atol=1e-6)")
+    assert not LITERAL_TOLERANCE.search("assert_close(a, b, rtol=0, atol=0)") and not LITERAL_TOLERANCE.search(
+        "atol=tol"
+    )
+
+
+def test_a_chapter_run_alone_gives_its_committed_outputs(tmp_path):
+    """nbval on chapters 05 and 08 alone, with an empty artifacts folder, as a teacher re-running
+    one chapter or a CI job running a subset meets them: they rebuild what the chapters before
+    them would have saved and still match every committed output."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BOOK_ARTIFACTS": str(tmp_path / "artifacts")}
+    chapters = ["notebooks/05_rope.ipynb", "notebooks/08_lm_head_sampling.ipynb"]
+    nbval = ["--nbval", "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *nbval, *chapters],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:]
+    built = tmp_path / "artifacts" / "tiny-llama-3.2"
+    assert (built / "04_qkv.pt").is_file() and (built / "07_full_stack.pt").is_file()  # it did rebuild
+
+
 @pytest.mark.parametrize(
     "prompt", ["   ", "Столица Японии — 東京 🦙 naïve"], ids=["two-tokens", "non-ascii-with-untrained-tokens"]
 )
@@ -318,6 +358,7 @@ CHAPTER_OF_MODULE = {
     "plots": 0,
     "tokenizer": 1,
     "rmsnorm": 3,
+    "numerics": 3,
     "linear": 4,
     "attention": 5,
     "rope": 5,

@@ -3,8 +3,9 @@
 - ``run``: executes notebooks/NN_*.ipynb on the default checkpoint into build/notebooks/
   (executed copies) and build/html/, then prints each notebook's time and the model's
   greedy continuation of the book's prompt. Exits non-zero naming a failing notebook.
-- ``notebooks``: re-executes the committed notebooks in place (the one way their
-  outputs are produced); the Makefile pins it to the embedded checkpoint.
+- ``notebooks [08 ...]``: re-executes the committed notebooks in place (the one way their
+  outputs are produced), all or the chapters named; the Makefile pins it to the embedded
+  checkpoint (``make notebooks CHAPTERS="08 09"``).
 - ``smoke --checkpoint DIR 01 04 ...``: executes those chapters on another checkpoint,
   outputs not compared, and fails naming the first chapter that raises (``make test``
   runs it on SmolLM2).
@@ -116,11 +117,16 @@ def nbval_suite_seconds() -> float:
     return seconds
 
 
-def run_book(in_place: bool = False) -> int:
+def run_book(in_place: bool = False, chapters: list[str] | None = None) -> int:
+    """Execute the chapters (all, or those numbered in ``chapters``) in book order."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    paths = notebooks()
+    paths = [p for p in notebooks() if not chapters or p.name[:2] in chapters]
+    missing = sorted(set(chapters or []) - {p.name[:2] for p in paths})
+    if missing:
+        print(f"no chapter numbered {missing}", file=sys.stderr)
+        return 2
     ckpt = resolve_checkpoint_dir()
     print(f"checkpoint: {display_path(ckpt)}; {len(paths)} notebook(s)")
     out_nb, out_html = BUILD_DIR / "notebooks", BUILD_DIR / "html"
@@ -190,14 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["run", "notebooks", "smoke"])
     parser.add_argument("--checkpoint", help="smoke: the checkpoint directory to run the chapters on")
-    parser.add_argument("chapters", nargs="*", help="smoke: chapter numbers, e.g. 01 04 07")
+    parser.add_argument("chapters", nargs="*", help="chapter numbers, e.g. 01 04 07 (smoke: needed; else: all)")
     args = parser.parse_intermixed_args(argv)  # the chapter numbers may follow --checkpoint DIR
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if args.mode == "smoke":
         if not args.checkpoint or not args.chapters:
             parser.error("smoke needs --checkpoint DIR and chapter numbers")
         return smoke(args.checkpoint, args.chapters)
-    return run_book(in_place=args.mode == "notebooks")
+    return run_book(in_place=args.mode == "notebooks", chapters=args.chapters)
 
 
 if __name__ == "__main__":
