@@ -14,47 +14,14 @@ from pathlib import Path
 import pytest
 
 import helpers
+from helpers.chapters import chapter_of_module, chapters
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-EXPECTED = [
-    "01_tokenizer",
-    "02_embedding",
-    "03_rmsnorm",
-    "04_attention_gqa",
-    "05_rope",
-    "06_one_layer",
-    "07_full_stack",
-    "08_lm_head_sampling",
-    "09_kv_cache",
-    "10_quantization",
-    "11_mixture_of_experts",
-    "12_training",
-    "13_transformers",
-    "14_a_real_model",
-]
+EXPECTED = [c.stem for c in chapters()]  # the table of chapters, notebooks/book.json
 # Modules whose functions and classes are concepts the chapters teach: a chapter that imports
 # one of them relies on a definition some chapter shows on screen.
-CONCEPT_MODULES = {
-    "tokenizer",
-    "rmsnorm",
-    "numerics",
-    "linear",
-    "attention",
-    "rope",
-    "feed_forward",
-    "model",
-    "sampling",
-    "generation",
-    "kv_cache",
-    "hf",
-    "quantize",
-    "moe",
-    "corpus",
-    "train",
-    "gguf",
-    "chat",
-}
+CONCEPT_MODULES = {m for c in chapters() for m in c.concepts}
 
 
 def helper_definitions() -> dict[str, list[tuple[str, ast.AST]]]:
@@ -131,6 +98,51 @@ def test_the_shown_definitions_are_filled_in_and_checked():
     wrong = nbformat.v4.new_code_cell("x = 1", metadata={"shown": ["helpers.rmsnorm.rms_norm"]})
     with pytest.raises(ValueError, match="does not define them"):
         fill_cell(wrong)
+
+
+def test_the_table_of_chapters_is_the_book():
+    """notebooks/book.json lists every chapter, in order, with what the rest of the book reads
+    from it: the notebook (titled as the row says), its checks module (every check it defines
+    exported by helpers.check), its solution file, the stages it saves (helpers.stages has their
+    recipes), and the syllabus lists it by number and title."""
+    import helpers.check
+    from helpers.stages import RECIPES
+
+    table = chapters()
+    assert [c.stem for c in table] == [p.stem for p in NOTEBOOKS], (
+        "a notebook without a row, or a row without a notebook"
+    )
+    syllabus = (ROOT / "notebooks" / "SYLLABUS.md").read_text()
+    for c in table:
+        first = "".join(nbformat_cells(c.path)[0]["source"]).splitlines()[0]
+        assert first.startswith(f"# {c.number} · "), f"{c.stem}: the title line must start with '# {c.number} · '"
+        module = importlib.import_module(f"helpers.check.{c.checks}")
+        made = {
+            n
+            for n, f in vars(module).items()
+            if callable(f) and hasattr(f, "__wrapped__") and f.__module__ == module.__name__
+        }
+        assert made and made <= set(helpers.check.__all__), (
+            f"{c.checks}: checks not exported by helpers.check: {made - set(helpers.check.__all__)}"
+        )
+        assert (ROOT / "notebooks" / "solutions" / f"{c.stem}.py").is_file(), f"{c.stem}: no solution file"
+        assert re.search(rf"(?m)^\| {c.number} \| {re.escape(c.title)} \|", syllabus), (
+            f"SYLLABUS.md lists no row '| {c.number} | {c.title} |'"
+        )
+    assert set(RECIPES) == {s for c in table for s in c.saves}, "helpers.stages.RECIPES and the table's 'saves' differ"
+    with pytest.raises(ValueError, match="numbers must be unique and in order"):
+        import json
+        import tempfile
+
+        rows = json.loads((ROOT / "notebooks" / "book.json").read_text())
+        rows["chapters"] = rows["chapters"][::-1]
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "book.json").write_text(json.dumps(rows))
+            chapters(Path(d) / "book.json")
+
+
+def nbformat_cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
 
 
 def test_every_concept_a_chapter_imports_is_shown_in_a_chapter():
@@ -286,7 +298,7 @@ def test_no_check_in_a_chapter_uses_a_literal_tolerance():
         f"{path.stem} cell {i}: {m.group(0)}"
         for path in NOTEBOOKS
         for i, cell in enumerate(code_cells(path))
-        for m in LITERAL_TOLERANCE.finditer(cell["source"])
+        for m in LITERAL_TOLERANCE.finditer("".join(cell["source"]))
     ]
     assert not found, f"derive these from the values (helpers.numerics.float32_tolerance): {found}"
     assert LITERAL_TOLERANCE.search("assert_close(a, b, rtol=0, atol=1e-6)")
@@ -350,36 +362,7 @@ def test_a_prompt_longer_than_the_chapters_can_show_is_refused_in_one_line(monke
 # And the code a chapter shows names nothing a later chapter introduces: later chapters extend the
 # earlier code through seams (a weight that multiplies itself, the block passed to the stack, the
 # step passed to generate), never through a branch in it.
-CHAPTER_OF_MODULE = {
-    "files": 0,
-    "config": 0,
-    "checkpoint": 0,
-    "artifacts": 0,
-    "plots": 0,
-    "tokenizer": 1,
-    "rmsnorm": 3,
-    "numerics": 3,
-    "linear": 4,
-    "attention": 5,
-    "rope": 5,
-    "feed_forward": 6,
-    "model": 7,
-    "sampling": 8,
-    "generation": 9,
-    "kv_cache": 9,
-    "memory": 9,
-    "quantize": 10,
-    "kernels": 10,
-    "compiled": 10,
-    "moe": 11,
-    "corpus": 12,
-    "train": 12,
-    "evaluate": 12,
-    "hf": 13,
-    "stages": 13,
-    "gguf": 14,
-    "chat": 14,
-}
+CHAPTER_OF_MODULE = chapter_of_module()
 # The one seam that still reaches back: chapter 05's attention (and the stack of 07-08 that calls
 # it) takes chapter 09's cache as an optional argument, as gpt-fast's and Meta's attention do.
 REACHES_BACK = {"KVCache"}
