@@ -379,6 +379,8 @@ CHAPTER_OF_MODULE = {
     "stages": 13,
     "gguf": 14,
     "chat": 14,
+    "scoring": 15,
+    "tasks": 15,
 }
 # The one seam that still reaches back: chapter 05's attention (and the stack of 07-08 that calls
 # it) takes chapter 09's cache as an optional argument, as gpt-fast's and Meta's attention do.
