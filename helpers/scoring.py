@@ -333,7 +333,7 @@ def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1) (got {level})")
     ranked = sorted(values)
-    tail = (1 - level) / 2 * len(ranked)
+    tail = round((1 - level) / 2 * len(ranked), 9)  # 1 - 0.9 is 0.0999...98 in binary: not rank 49 of 1000
     lo = min(len(ranked) - 1, math.floor(tail))
     hi = max(0, math.ceil(len(ranked) - tail) - 1)
     return ranked[lo], ranked[hi]
