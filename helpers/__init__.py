@@ -2,7 +2,8 @@
 
 One module per concept, in the book's order: config, checkpoint, tokenizer, rmsnorm, numerics,
 linear, attention, rope, feed_forward, model, sampling, generation, kv_cache, compiled
-(optional speed), corpus, train, evaluate, hf (Hugging Face layout). Around them:
+(optional speed), corpus, train, evaluate, hf (Hugging Face layout), gguf, chat, scoring and
+tasks (measuring a model). Around them:
 files (safe writes), artifacts and stages (tensors passed between chapters), plots,
 check (exercise self-checks). ``helpers.tools`` holds the tooling (make run, make bench,
 make weights, make tiny-model, the command line), which the chapters do not teach.

@@ -88,16 +88,51 @@ def check_writable_target(path: str | Path, what: str = "output") -> Path:
     return path
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str = "output") -> Path:
+class TargetExists(ValueError):
+    """The output file exists and may not be replaced (a command without --force)."""
+
+
+def refuse_existing(path: str | Path, what: str = "output") -> None:
+    """Say at once, before any work, that ``path`` exists and will not be replaced. (A check
+    only, for an early message: ``atomic_write(..., replace=False)`` is what guarantees it.)"""
+    if os.path.lexists(path):
+        raise TargetExists(f"{what} {path} exists: choose another name, or pass --force to replace it")
+
+
+def _link_into_place(tmp: Path, path: Path, what: str) -> None:
+    """Give the complete file ``tmp`` the name ``path`` only if no file has that name: a hard
+    link, which the kernel refuses onto any existing name (no check-then-act)."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise TargetExists(f"{what} {path} exists: choose another name, or pass --force to replace it") from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # a file system without hard links: reserve the name exclusively, then fill it by rename
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        except FileExistsError:
+            raise TargetExists(f"{what} {path} exists: choose another name, or pass --force to replace it") from None
+        os.replace(tmp, path)
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[BinaryIO], None], what: str = "output", replace: bool = True
+) -> Path:
     """Call ``write(f)`` on a new temporary file ``f`` (open for binary writing) beside ``path``,
     then rename it onto ``path``.
 
     The temporary file is created with O_CREAT | O_EXCL under a random name, and written
     through the descriptor that created it, so nothing planted beside the target is ever
     followed. On any failure (an exception, Ctrl-C) it is removed and ``path`` is left as
-    it was. Raises OSError with the target's name if it cannot be written.
+    it was. Raises OSError with the target's name if it cannot be written. ``replace=False``:
+    an existing ``path`` (even one created while ``write`` ran) is left alone and
+    ``TargetExists`` raised.
     """
     path = check_writable_target(path, what)
+    if not replace:
+        refuse_existing(path, what)
     fd, name = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:
@@ -106,7 +141,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str 
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)  # a symbolic link at ``path`` is replaced, its target left alone
+        if replace:
+            os.replace(tmp, path)  # a symbolic link at ``path`` is replaced, its target left alone
+        else:
+            _link_into_place(tmp, path, what)
     except (RuntimeError, OSError) as err:  # torch.save reports an unwritable file as RuntimeError
         if is_disk_full(err):
             raise OSError(f"{what} {path} could not be written: the disk is full (nothing was left behind)") from err
@@ -119,9 +157,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str 
     return path
 
 
-def atomic_write_text(path: str | Path, text: str, what: str = "output") -> Path:
+def atomic_write_text(path: str | Path, text: str, what: str = "output", replace: bool = True) -> Path:
     """``atomic_write`` of a UTF-8 text."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), what)
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), what, replace)
 
 
 class FileTooLarge(ValueError):

@@ -1,9 +1,11 @@
-"""Command line: ``python -m helpers generate|chat|logits|export-hf``.
+"""Command line: ``python -m helpers generate|chat|logits|export-hf|evaluate``.
 
     python -m helpers generate --prompt "The capital of France is" --max-new-tokens 20
     python -m helpers chat --checkpoint models/SmolLM2-135M-Instruct/original   # (make smollm2)
     python -m helpers logits --prompt-file prompt.txt --out logits.pt
     python -m helpers export-hf --out tiny-llama-hf   # for AutoModelForCausalLM.from_pretrained
+    python -m helpers evaluate --task capitals --shots 3 --out capitals.json   # chapter 15
+    python -m helpers evaluate --task bits-per-byte --text essay.txt
 
 ``--checkpoint`` defaults to $LLAMA_CHECKPOINT, then models/Llama-3.2-1B/original/,
 then the embedded models/tiny-llama-3.2/original/. A user mistake prints one line
@@ -14,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import json
+import math
+import os
 import signal
 import sys
 
@@ -23,7 +28,7 @@ from ..artifacts import ArtifactError
 from ..chat import ChatError, ChatTemplate
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_dir
 from ..config import ConfigError, ModelConfig
-from ..files import atomic_write, check_writable_target, display_path
+from ..files import atomic_write, atomic_write_text, check_writable_target, display_path, refuse_existing
 from ..generation import check_prompt, generate, generate_uncached, prefill
 from ..kv_cache import KVCache
 from ..memory import check_memory
@@ -95,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", default=None, help="Meta-format directory (params.json, consolidated.00.pth)")
     ex.add_argument("--out", required=True, help="a new or empty directory")
     ex.add_argument("--force", action="store_true", help="replace --out even if it is not empty")
+    ev = sub.add_parser("evaluate", help="score the model on a multiple-choice task, or in bits per byte (chapter 15)")
+    ev.add_argument("--checkpoint", default=None, help="Meta-format directory (params.json, consolidated.00.pth)")
+    ev.add_argument(
+        "--task",
+        required=True,
+        help="capitals, continents or currencies (the book's countries), bits-per-byte, or a .jsonl file "
+        'of {"question": TEXT, "choices": [TEXT, ...], "answer": INDEX} per line',
+    )
+    ev.add_argument("--shots", type=int, default=0, help="solved examples before each question (default 0)")
+    ev.add_argument("--limit", type=int, default=None, help="score only the first N items")
+    ev.add_argument(
+        "--text", default=None, help="bits-per-byte: a UTF-8 text file to score (default: the book's corpus)"
+    )
+    ev.add_argument("--out", default=None, help="write the metrics and per-item log-likelihoods to this .json file")
+    ev.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -291,6 +311,152 @@ def cmd_export_hf(args) -> int:
     return 0
 
 
+BITS_PER_BYTE = "bits-per-byte"
+# A text to score in bits per byte: the book's corpus is 90 kB; 16 MB takes hours on a laptop.
+MAX_TEXT_BYTES = 16 << 20
+
+
+def read_text(path: str) -> str:
+    """--text: a non-empty UTF-8 file, read up to MAX_TEXT_BYTES (a larger or endless one is refused)."""
+    from ..files import read_bounded
+
+    try:
+        data = read_bounded(path, MAX_TEXT_BYTES, f"--text {path}", "scoring it would take hours")
+    except FileNotFoundError:
+        raise OSError(f"--text {path} does not exist") from None
+    except OSError as err:
+        raise OSError(f"--text {path} cannot be read ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--text {path} is not UTF-8 text (byte {err.start})") from None
+    if not text.strip():
+        raise ValueError(f"--text {path} is empty: there is nothing to score")
+    return text
+
+
+def task_items(args) -> tuple[list[dict], list[dict]]:
+    """The items to score (shots added, --limit applied) and all of the task's items, checked
+    before the model is read."""
+    from ..scoring import with_shots
+    from ..tasks import COUNTRY_TASKS, country_items, read_items
+
+    if args.task in COUNTRY_TASKS:
+        items = country_items(args.task)
+        pool = [item for item in items if item["split"] == "training"]  # held-out facts never appear as examples
+    elif args.task.endswith(".jsonl") or os.path.exists(args.task):
+        items = pool = read_items(args.task)
+    else:
+        names = ", ".join([*COUNTRY_TASKS, BITS_PER_BYTE])
+        raise ValueError(f"unknown task {args.task!r}: one of {names}, or a .jsonl file of questions")
+    chosen = items[: args.limit]
+    if args.shots > len(pool) - 1:
+        raise ValueError(f"--shots {args.shots}: the task has {len(pool) - 1} other examples to draw from")
+    return with_shots(chosen, args.shots, pool), items
+
+
+def metric_entry(outcomes: list[float]) -> dict:
+    """{"value", "stderr", "interval"} of a mean of outcomes (JSON: null where undefined)."""
+    from ..scoring import bootstrap_interval, mean_stderr
+
+    value, stderr = mean_stderr(outcomes)
+    return {
+        "value": value,
+        "stderr": None if math.isnan(stderr) else stderr,
+        "interval": list(bootstrap_interval(outcomes)),
+    }
+
+
+def show_metrics(metrics: dict[str, dict], indent: str = "  ") -> None:
+    for name, m in metrics.items():
+        stderr = "n/a" if m["stderr"] is None else f"{m['stderr']:.4f}"
+        lo, hi = m["interval"]
+        print(f"{indent}{name:<14} {m['value']:.4f} ± {stderr} (stderr)   95% bootstrap interval [{lo:.4f}, {hi:.4f}]")
+
+
+def cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from ..scoring import bits_per_byte, choice_outcomes, score_choices
+
+    if args.shots < 0:
+        raise ValueError(f"--shots must be >= 0 (got {args.shots})")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (got {args.limit})")
+    is_bpb = args.task == BITS_PER_BYTE
+    if not is_bpb and args.text is not None:
+        raise ValueError(f"--text is the text that --task {BITS_PER_BYTE} scores; --task {args.task} does not read it")
+    if is_bpb and (args.shots or args.limit is not None):
+        raise ValueError(f"--shots and --limit apply to multiple-choice tasks, not to {BITS_PER_BYTE}")
+    if args.out is not None:
+        check_writable_target(args.out, "--out")
+        if not args.force:
+            refuse_existing(args.out, "--out")
+    if is_bpb:
+        if args.text is not None:
+            text, source = read_text(args.text), display_path(args.text)
+        else:
+            from ..corpus import corpus_text, load_countries
+
+            text, source = corpus_text(load_countries()), "the book's corpus (helpers.corpus.corpus_text)"
+    else:
+        items, all_items = task_items(args)
+    ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
+    cfg = ModelConfig.from_json(ckpt_dir)
+    tok = Tokenizer.load(ckpt_dir)
+    check_memory(cfg, 1, 0, torch.float32, extra=4 * cfg.n_parameters)
+    cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
+    checkpoint = display_path(ckpt_dir)
+    print(f"# checkpoint: {checkpoint}", file=sys.stderr)
+    report: dict = {"task": args.task if is_bpb else display_path(args.task), "checkpoint": checkpoint}
+    if is_bpb:
+        with tqdm(total=len(tok.encode(text, bos=False)), desc=BITS_PER_BYTE, unit="tok", file=sys.stderr) as bar:
+            result = bits_per_byte(sd, cfg, tok, text, progress=bar.update)
+        print(
+            f"{BITS_PER_BYTE} of {source}: {result['n_bytes']:,} bytes, {result['n_tokens']:,} tokens predicted "
+            f"(windows of {result['window']} tokens every {result['stride']})"
+        )
+        print(f"  bits_per_byte  {result['bits_per_byte']:.4f}")
+        print(f"  perplexity     {result['perplexity']:.4f} (per token)")
+        report |= {
+            "text": source,
+            "n": result["n_tokens"],
+            "metrics": {
+                "bits_per_byte": {"value": result["bits_per_byte"], "stderr": None},
+                "perplexity": {"value": result["perplexity"], "stderr": None},
+            },
+        } | {key: result[key] for key in ("nll", "n_tokens", "n_bytes", "window", "stride")}
+    else:
+        with tqdm(
+            total=sum(len(item["choices"]) for item in items), desc=f"evaluate {args.task}", file=sys.stderr
+        ) as bar:
+            results = score_choices(sd, cfg, tok, items, progress=bar.update)
+        outcomes = choice_outcomes(results, items)
+        metrics = {name: metric_entry(values) for name, values in outcomes.items()}
+        print(f"{report['task']}, {args.shots}-shot: {len(items)} of {len(all_items)} items")
+        show_metrics(metrics)
+        report |= {"shots": args.shots, "n": len(items), "metrics": metrics}
+        splits = sorted({item["split"] for item in items if "split" in item}, reverse=True)  # training, held-out
+        if splits:
+            report["splits"] = {}
+            for split in splits:
+                keep = [i for i, item in enumerate(items) if item.get("split") == split]
+                split_metrics = {name: metric_entry([values[i] for i in keep]) for name, values in outcomes.items()}
+                report["splits"][split] = {"n": len(keep), "metrics": split_metrics}
+                print(f"  {split} countries ({len(keep)} items):")
+                show_metrics(split_metrics, indent="    ")
+        report["items"] = [
+            {key: item[key] for key in ("country", "split") if key in item} | result
+            for item, result in zip(items, results, strict=True)
+        ]
+    if args.out is not None:
+        atomic_write_text(
+            args.out, json.dumps(report, indent=1, ensure_ascii=False) + "\n", "--out", replace=args.force
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
 class Terminated(BaseException):
     """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C."""
 
@@ -303,7 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
-        commands = {"generate": cmd_generate, "chat": cmd_chat, "logits": cmd_logits, "export-hf": cmd_export_hf}
+        commands = {
+            "generate": cmd_generate,
+            "chat": cmd_chat,
+            "logits": cmd_logits,
+            "export-hf": cmd_export_hf,
+            "evaluate": cmd_evaluate,
+        }
         return commands[args.command](args)
     except (UsageError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
