@@ -301,14 +301,14 @@ def quantize_activation_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def round_activations(x: torch.Tensor) -> torch.Tensor:
-    """The activation values an int8 x int8 product sees: each row quantized and read back."""
+    """The activation values a W8A8 product sees: each row quantized (uint8 codes, a zero point) and read back."""
     codes, scales, zero_points = quantize_activation_rows(x)
     return ((codes.float() - zero_points) * scales).to(x.dtype)
 
 
 class Int8ActivationWeight(Int8Weight):
     """int8 weights whose products also round the activation row to 8 bits (W8A8): the values an
-    integer product multiplies (``helpers.kernels`` runs it as int8 x int8 -> int32). Not one of
+    integer product multiplies (``helpers.kernels`` runs it as uint8 x int8 -> int32). Not one of
     ``SCHEMES``: the weights are int8's, only the product differs. Made from an Int8Weight (``of``)."""
 
     scheme = "w8a8"

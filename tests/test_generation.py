@@ -357,7 +357,7 @@ def test_static_cache_masks_what_is_not_written_yet():
 @pytest.mark.parametrize("scheme", ["int8", "int4", "nf4", "w8a8"])
 def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     """int8 and int4 run on PyTorch's weight-only kernels (int8's one-row step a generated loop),
-    NF4 through Inductor's fused dequantize-and-reduce, W8A8 on fbgemm's int8 x int8 product; in
+    NF4 through Inductor's fused dequantize-and-reduce, W8A8 on fbgemm's uint8 x int8 product; in
     float32 all give the dequantize-on-use path's tokens, in one graph (no break at the products)."""
     from torch._inductor.utils import run_and_get_code
 
