@@ -267,13 +267,14 @@ def multiply_add_float32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> t
     bits). The sum is rounded to float64 *to odd* -- when inexact, to whichever neighbour has an odd
     last bit -- so that rounding it again, to float32, gives the exact sum rounded to nearest, ties
     to even (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", IEEE TC 2008)."""
-    product = a.double() * b.double()
-    total = product + c.double()
+    product, c = a.double() * b.double(), c.double()
+    total = product + c
     c_part = total - product  # Knuth's TwoSum: the sum's rounding error, exactly
-    error = (product - (total - c_part)) + (c.double() - c_part)
-    inexact_even = (error != 0) & (total.view(torch.int64) % 2 == 0)
-    toward = torch.where(error > 0, torch.inf, -torch.inf).double()
-    return torch.where(inexact_even, torch.nextafter(total, toward), total).float()
+    error = (product - (total - c_part)) + (c - c_part)
+    inexact_even = (error != 0) & ((total.view(torch.int64) & 1) == 0)
+    return torch.where(
+        inexact_even, torch.nextafter(total, error * torch.inf), total
+    ).float()  # one step towards the exact sum
 
 
 def quantize_activation_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
