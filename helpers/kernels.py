@@ -3,17 +3,21 @@
 The book's int8 and int4 codes multiply through ``aten._weight_int8pack_mm`` and
 ``aten._weight_int4pack_mm_for_cpu``, which read the codes once per product and never
 build the dequantized matrix. W8A8 weights (int8 codes, activations rounded to 8 bits too)
-multiply in integers: 8-bit x 8-bit products summed in int32 by fbgemm's dynamic quantized
-linear, which reaches the CPU's integer dot-product instructions (AVX-512 VNNI, AVX-VNNI). ``for_cpu_kernels`` converts a state dict once (the same values,
-another layout); ``helpers.compiled.generate_compiled`` decodes with it.
+multiply in integers: uint8 x int8 products summed in int32 by fbgemm's dynamic quantized
+linear, which reaches the CPU's integer dot-product instruction (AVX-512 VNNI's ``vpdpbusd``)
+where fbgemm has a kernel for it (``fbgemm_sums_exactly``). ``for_cpu_kernels`` converts a
+state dict once (the same values, another layout); ``helpers.compiled.generate_compiled``
+decodes with it.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
 import warnings
 import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Self
 
@@ -103,10 +107,51 @@ def cpu_flags() -> frozenset[str]:
         return frozenset()
 
 
-def integer_dot_products() -> bool:
-    """Whether this CPU sums 8-bit products straight into int32 (AVX-512 VNNI or AVX-VNNI), the
-    case in which fbgemm's dynamic linear cannot saturate."""
-    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
+# fbgemm chooses its uint8 x int8 kernel from the CPU (read through cpuinfo) and from its own
+# variable FBGEMM_ENABLE_INSTRUCTIONS, never from PyTorch's ATEN_CPU_CAPABILITY or oneDNN's
+# ONEDNN_MAX_CPU_ISA: on an AVX-512 VNNI CPU, under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+# (the second run of `make test`) it still sums with VNNI, exactly, while FBGEMM_ENABLE_INSTRUCTIONS=AVX2
+# or AVX512 makes the same product saturate (measured with torch 2.13: 64 products 255 x 127 gave
+# 1,048,544 = 32 x 32,767 instead of 2,072,640).
+FBGEMM_ISA_VARIABLE = "FBGEMM_ENABLE_INSTRUCTIONS"
+FBGEMM_WITHOUT_VNNI = frozenset({"AVX2", "AVX512", "AVX512_256"})  # its values that select a kernel without VNNI
+FBGEMM_ENGINES = ("x86", "fbgemm")  # the quantized engines whose linear_prepack packs for fbgemm
+
+
+def fbgemm_sums_exactly(
+    flags: Iterable[str] | None = None, environ: Mapping[str, str] | None = None, engine: str | None = None
+) -> bool:
+    """Whether fbgemm's dynamic quantized linear sums its uint8 x int8 products exactly, in int32.
+
+    fbgemm has one such kernel per instruction set it knows: avx512_vnni, avx512 and avx2. Only the
+    first is exact: ``vpdpbusd`` adds four products straight into an int32. The other two use
+    ``vpmaddubsw``, which adds two neighbouring products in an int16 that saturates (255 x 127 x 2 =
+    64,770 does not fit) before widening. AVX-VNNI (``avx_vnni``: the same instruction on 256-bit
+    registers, on CPUs without AVX-512) is not one of fbgemm's instruction sets: there it runs its
+    AVX2 kernel. So the CPU must have ``avx512_vnni``, FBGEMM_ENABLE_INSTRUCTIONS must not force a
+    kernel without VNNI, and PyTorch's quantized engine must pack weights for fbgemm (``onednn`` and
+    ``qnnpack`` have kernels of their own). Each argument defaults to this process's: the CPU's
+    flags, ``os.environ``, ``torch.backends.quantized.engine``."""
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    forced = (os.environ if environ is None else environ).get(FBGEMM_ISA_VARIABLE, "").upper()
+    engine = torch.backends.quantized.engine if engine is None else engine
+    return "avx512_vnni" in flags and forced not in FBGEMM_WITHOUT_VNNI and engine in FBGEMM_ENGINES
+
+
+def integer_sums_float32(codes: torch.Tensor, zero_points: torch.Tensor, weight_codes: torch.Tensor) -> torch.Tensor:
+    """W8A8's integer sums, sum_k (q_k - z) w_jk, computed in float32 where fbgemm does not run:
+    codes uint8 (N, in) and zero points (N, 1) of the rounded rows, int8 weight codes (out, in) -> (N, out).
+
+    Each term is an integer of magnitude at most 255 x 127 = 32,385, which float32 holds exactly.
+    The sum is exact whenever sum_k |q_k - z| |w_jk| < 2^24 = 16,777,216: every partial sum, in
+    whatever order the matrix product adds, is then an integer below 2^24, and float32 holds every
+    one of those. Beyond 2^24 the partial sums round: the result is within gamma_in sum_k |q_k - z| |w_jk|
+    of the exact sum, gamma_n = n u / (1 - n u), u = 2^-24 (Higham, *Accuracy and Stability of
+    Numerical Algorithms*, section 3.1) -- in practice within a few sqrt(in) u times it, as rounding
+    errors of both signs cancel. At the 1B shape the down projection sums in = 8192 terms: in the
+    worst case (every |q - z| = 255, every |w| = 127) 8192 x 32,385 = 2.7e8, 16 times 2^24. fbgemm's
+    int32 sums are exact there; these may differ from them by that bound."""
+    return (codes.float() - zero_points) @ weight_codes.T.float()
 
 
 @torch.library.custom_op("llama_scratch::int8_dynamic_linear", mutates_args=())
@@ -124,9 +169,10 @@ def int8_dynamic_linear_shape(x: torch.Tensor, key: int, out_features: int) -> t
 @dataclass
 class Int8DynamicKernelWeight(KernelWeight):
     """W8A8: int8 codes (out, in) and one scale per row, as the book stores them, and the same codes
-    packed for fbgemm (``key``). A one-row product (decoding) runs on fbgemm where the CPU has
-    integer dot-product instructions; several rows (a prompt), and one row elsewhere, multiply
-    the rows rounded by ``quantize_activation_rows`` by the codes in float32 (the same sums)."""
+    packed for fbgemm (``key``). A one-row product (decoding) runs on fbgemm where its sums are exact
+    (``fbgemm_sums_exactly``); several rows (a prompt), and one row elsewhere, multiply the rows
+    rounded by ``quantize_activation_rows`` (the codes fbgemm's rounding gives) by the weight codes
+    in float32 (``integer_sums_float32``: the same integer sums below 2^24, rounded beyond)."""
 
     key: int | None = None
 
@@ -138,7 +184,7 @@ class Int8DynamicKernelWeight(KernelWeight):
             with warnings.catch_warnings():  # PyTorch deprecates quantized tensors; fbgemm's prepack takes one
                 warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel")
                 q = torch._make_per_channel_quantized_tensor(w.codes, w.scales.double(), zero, 0)
-            if not integer_dot_products():
+            if not fbgemm_sums_exactly():
                 return weight  # fbgemm would sum pairs of uint8 x int8 products in 16 bits, and saturate
             try:
                 packed = torch.ops.quantized.linear_prepack(q, None)
@@ -154,10 +200,8 @@ class Int8DynamicKernelWeight(KernelWeight):
         if rows.shape[0] == 1 and self.key is not None:
             out = int8_dynamic_linear(rows, self.key, self.shape[0])
         else:
-            # the same sums of integer products, in float32: (q - z) and the codes are small integers
             codes, scales, zero_points = quantize_activation_rows(rows)
-            sums = (codes.float() - zero_points) @ self.codes.T.float()
-            out = (sums * scales * self.scales).to(x.dtype)
+            out = (integer_sums_float32(codes, zero_points, self.codes) * scales * self.scales).to(x.dtype)
         return out.view(*x.shape[:-1], self.shape[0])
 
 

@@ -261,32 +261,55 @@ class NF4Weight(QuantizedWeight):
 WEIGHT_CLASSES = {cls.scheme: cls for cls in (Int8Weight, Int4Weight, NF4Weight)}
 
 
+def multiply_add_float32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a * b + c rounded once to float32, as a fused multiply-add instruction rounds it (float32
+    tensors, broadcast). The product is exact in float64 (two 24-bit significands need 48 of its 53
+    bits). The sum is rounded to float64 *to odd* -- when inexact, to whichever neighbour has an odd
+    last bit -- so that rounding it again, to float32, gives the exact sum rounded to nearest, ties
+    to even (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", IEEE TC 2008)."""
+    product, c = a.double() * b.double(), c.double()
+    total = product + c
+    c_part = total - product  # Knuth's TwoSum: the sum's rounding error, exactly
+    error = (product - (total - c_part)) + (c - c_part)
+    inexact_even = (error != 0) & ((total.view(torch.int64) & 1) == 0)
+    return torch.where(
+        inexact_even, torch.nextafter(total, error * torch.inf), total
+    ).float()  # one step towards the exact sum
+
+
 def quantize_activation_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """8 bits with a zero point per row of activations, the rounding integer products need
     (W8A8): codes uint8 (..., in), scales float32 (..., 1) = (max - min) / 255 over the row with
     0 inside the range, zero points float32 (..., 1), the code that stands for 0.
 
     A row's range need not be centred on zero, so the 256 codes span [min(x, 0), max(x, 0)] rather
-    than +-max|x| (chapter 10's zero-point quantization, with 8 bits). Rounded as fbgemm's dynamic
-    quantized linear rounds a row: zero_point + round(x * (1 / scale))."""
+    than +-max|x| (chapter 10's zero-point quantization, with 8 bits). Computed as fbgemm's dynamic
+    quantized linear computes a row, so that the two give the same codes bit for bit: the scale in
+    float64, then rounded to float32; the zero point round(-min / scale) from the float64 scale
+    (PyTorch's ``ChooseQuantizationParams``); each code round(z + x * (1 / s)) with z added *before*
+    rounding, in one fused multiply-add, ties to even (fbgemm's ``QuantizeAvx2``). Rounding x / s
+    first and adding z after differs on a value exactly halfway between two codes when z is odd:
+    x / s = 2.5 and z = 1 give 2 + 1 = 3 that way, round(3.5) = 4 fbgemm's. (fbgemm also raises a
+    scale below 6.1e-5 -- a row spanning less than 0.0156 -- to 6.1e-5; such a row's codes differ.)"""
     x = x.float()
-    low = x.amin(dim=-1, keepdim=True).clamp(max=0)
-    high = x.amax(dim=-1, keepdim=True).clamp(min=0)
-    scales = ((high - low) / 255).clamp(min=NEAR_ZERO)
-    zero_points = torch.round(-low / scales).clamp(0, 255)
-    codes = (zero_points + torch.round(x * (1 / scales))).clamp(0, 255).to(torch.uint8)
+    low = x.amin(dim=-1, keepdim=True).clamp(max=0).double()
+    high = x.amax(dim=-1, keepdim=True).clamp(min=0).double()
+    step = ((high - low) / 255).clamp(min=NEAR_ZERO)
+    scales = step.float()
+    zero_points = torch.round(-low / step).clamp(0, 255).float()
+    codes = torch.round(multiply_add_float32(x, 1 / scales, zero_points)).clamp(0, 255).to(torch.uint8)
     return codes, scales, zero_points
 
 
 def round_activations(x: torch.Tensor) -> torch.Tensor:
-    """The activation values an int8 x int8 product sees: each row quantized and read back."""
+    """The activation values a W8A8 product sees: each row quantized (uint8 codes, a zero point) and read back."""
     codes, scales, zero_points = quantize_activation_rows(x)
     return ((codes.float() - zero_points) * scales).to(x.dtype)
 
 
 class Int8ActivationWeight(Int8Weight):
     """int8 weights whose products also round the activation row to 8 bits (W8A8): the values an
-    integer product multiplies (``helpers.kernels`` runs it as int8 x int8 -> int32). Not one of
+    integer product multiplies (``helpers.kernels`` runs it as uint8 x int8 -> int32). Not one of
     ``SCHEMES``: the weights are int8's, only the product differs. Made from an Int8Weight (``of``)."""
 
     scheme = "w8a8"

@@ -126,6 +126,11 @@ CASES = [
     ("empty prompt", lambda t: ["generate", "--prompt", ""], "the prompt is empty"),
     ("chat with an empty message", lambda t: ["chat", "--message", " "], "the message is empty"),
     (
+        "chat with a model not trained to chat",
+        lambda t: ["chat", "--message", "What is the capital of France?"],
+        "PATH has no chat format (chat_template.json): this model was not trained to chat",
+    ),
+    (
         "chat text with a character the tokenizer cannot encode",
         lambda t: ["chat", "--checkpoint", str(smollm2.OUT), "--message", "a\x04b"],
         "character '\\x04' (U+0004) at position 1 cannot be encoded",

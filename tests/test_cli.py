@@ -1,5 +1,6 @@
-"""`python -m helpers generate|logits`: output format, and one clear line for each user mistake."""
+"""`python -m helpers generate|logits|chat`: output format, and one clear line for each user mistake."""
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,36 @@ def test_prompt_longer_than_context(tmp_path, tokenizer_vocab_ckpt):
     _, sd = load_checkpoint(tokenizer_vocab_ckpt)
     with pytest.raises(ValueError, match="exceed the context"):
         generate(Tokenizer.load(None).encode(PROMPT), sd, cfg, 1)
+
+
+def test_chat_refuses_a_model_without_a_chat_format_in_one_line():
+    """The embedded model is a base model: its tokenizer holds Llama 3's control tokens, but its
+    directory carries no chat format, so `chat` says what to use instead and exits 2."""
+    r = cli("chat", "--message", "What is the capital of France?")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: models/tiny-llama-3.2/original has no chat format")
+    for advice in ("not trained to chat", "generate --prompt", "make smollm2", "--completion"):
+        assert advice in lines[0], advice
+
+
+def test_chat_completion_is_labelled_as_one():
+    from helpers.tools.cli import COMPLETION_LABEL
+
+    r = cli("chat", "--completion", "--message", PROMPT, "--max-new-tokens", "2")
+    assert r.returncode == 0, r.stderr
+    label, text = r.stdout.split("\n", 1)
+    assert label == COMPLETION_LABEL and text.startswith(PROMPT + " Paris")
+    r = cli("chat", "--completion", "--system", "Be brief.", "--message", PROMPT)
+    assert r.returncode == 2 and "--system needs a chat format" in r.stderr
+
+
+def test_chat_follows_the_directory_not_the_model(tokenizer_vocab_ckpt):
+    """The rule is whether the checkpoint directory carries a chat format: the same weights chat
+    once a chat_template.json is written beside them (as a fine-tuned chat checkpoint will be)."""
+    args = ("chat", "--checkpoint", str(tokenizer_vocab_ckpt), "--message", "Hello", "--max-new-tokens", "2")
+    assert cli(*args).returncode == 2
+    (tokenizer_vocab_ckpt / "chat_template.json").write_text(json.dumps({"format": "llama3"}))
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert not r.stdout.startswith("# completion")

@@ -357,7 +357,7 @@ def test_static_cache_masks_what_is_not_written_yet():
 @pytest.mark.parametrize("scheme", ["int8", "int4", "nf4", "w8a8"])
 def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     """int8 and int4 run on PyTorch's weight-only kernels (int8's one-row step a generated loop),
-    NF4 through Inductor's fused dequantize-and-reduce, W8A8 on fbgemm's int8 x int8 product; in
+    NF4 through Inductor's fused dequantize-and-reduce, W8A8 on fbgemm's uint8 x int8 product; in
     float32 all give the dequantize-on-use path's tokens, in one graph (no break at the products)."""
     from torch._inductor.utils import run_and_get_code
 
@@ -366,8 +366,8 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
         Int4KernelWeight,
         Int8DynamicKernelWeight,
         Int8KernelWeight,
+        fbgemm_sums_exactly,
         for_cpu_kernels,
-        integer_dot_products,
     )
     from helpers.quantize import NF4Weight, quantize_state_dict, with_int8_activations
 
@@ -386,7 +386,7 @@ def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     # the compiled step's products: int8 a generated loop over the codes, int4 PyTorch's kernel
     assert code and ("_weight_int8pack_mm" in "\n".join(code)) is False
     assert ("_weight_int4pack_mm_for_cpu" in "\n".join(code)) is (scheme == "int4")
-    assert ("int8_dynamic_linear" in "\n".join(code)) is (scheme == "w8a8" and integer_dot_products())
+    assert ("int8_dynamic_linear" in "\n".join(code)) is (scheme == "w8a8" and fbgemm_sums_exactly())
     for key in ("layers.0.attention.wq.weight", "layers.1.feed_forward.w2.weight"):
         for rows in (1, 3):  # a decode step's one row; a prompt's rows
             x = torch.randn(rows, q[key].shape[1])

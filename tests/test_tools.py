@@ -148,10 +148,10 @@ def test_profile_int8_candidates_compute_the_same_products_over_every_projection
 
     cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=256, multiple_of=64)
     rows = int8_candidates(cfg, random_state_dict(cfg), rounds=1, repeats=1)
-    from helpers.kernels import integer_dot_products
+    from helpers.kernels import fbgemm_sums_exactly
 
     names = ["inductor float loop", "_weight_int8pack_mm"]
-    names += ["torch._int_mm", "fbgemm dynamic"] if integer_dot_products() else []
+    names += ["torch._int_mm", "fbgemm dynamic"] if fbgemm_sums_exactly() else []
     assert [r["product"] for r in rows] == names
     projections = sum(
         math.prod(s) for k, s in expected_shapes(cfg).items() if ".attention.w" in k or ".feed_forward." in k

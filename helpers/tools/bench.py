@@ -12,7 +12,7 @@ one run on one machine. Implementations, in the results' names:
                       does (the seven projections; int8 per row, int4 per block of 64), laid
                       out once for PyTorch's weight-only kernels (helpers/compiled.py; CPU only);
 - ``scratch-cache`` w8a8: int8's weights with each activation row rounded to 8 bits too, the
-                      products int8 x int8 -> int32 (helpers/kernels.py; CPU only);
+                      products uint8 x int8 -> int32 (helpers/kernels.py; CPU only);
 - ``scratch-nocache`` the uncached loop of chapter 08 (tiny model only: quadratic);
 - ``transformers``    LlamaForCausalLM.generate with its own cache, same weights and dtype;
 - ``llama.cpp`` bf16 / q8_0 / q4_0, with ``--peers`` (``make bench-peers``): llama.cpp's

@@ -25,7 +25,7 @@ import sys
 import torch
 
 from ..artifacts import ArtifactError
-from ..chat import ChatError, ChatTemplate
+from ..chat import CHAT_FILE, ChatError, ChatTemplate
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_dir
 from ..config import ConfigError, ModelConfig
 from ..files import atomic_write, atomic_write_text, check_writable_target, display_path, refuse_existing
@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--system", default=None, help="system message (default: the model's own, if it has one)")
     ch.add_argument("--max-new-tokens", type=int, default=256, help="longest reply, in tokens")
     ch.add_argument("--quantize", choices=SCHEMES, default=None, help="as for generate")
+    ch.add_argument(
+        "--completion",
+        action="store_true",
+        help="continue each message as plain text, labelled as a completion (for a model with no chat format)",
+    )
     lg = sub.add_parser("logits", parents=[common], help="write float32 logits of every position")
     lg.add_argument("--out", required=True, help="output .pt file: {'tokens': (N,), 'logits': (N, V)}")
     ex = sub.add_parser("export-hf", help="write the checkpoint in Hugging Face's format (chapter 13)")
@@ -233,11 +238,31 @@ def stream_reply(ids: list[int], tok: Tokenizer, sd, cfg: ModelConfig, max_new_t
     return new
 
 
+def not_trained_to_chat(ckpt_dir) -> str:
+    """The one line ``chat`` answers for a checkpoint without a chat format of its own."""
+    return (
+        f"{display_path(ckpt_dir)} has no chat format ({CHAT_FILE}): this model was not trained to chat. "
+        "Use `generate --prompt TEXT` to continue text, a checkpoint with a chat format to chat "
+        "(SmolLM2-135M-Instruct: `make smollm2`; Meta's Llama-3.2-1B-Instruct files: write "
+        f'{{"format": "llama3"}} to their {CHAT_FILE}), or `chat --completion` for a labelled plain continuation'
+    )
+
+
 def cmd_chat(args) -> int:
     sampling = sampling_from_args(args)
+    if args.message is not None and not args.message.strip():
+        raise ValueError("the message is empty: pass some text with --message")
     ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
     cfg = ModelConfig.from_json(ckpt_dir)
     tok = Tokenizer.load(ckpt_dir)
+    # Only a checkpoint that carries a chat format was trained on one: a base model's tokenizer may
+    # hold Llama 3's control tokens (the embedded model's does) without the model ever seeing them.
+    if args.completion:
+        if args.system is not None:
+            raise ValueError("--system needs a chat format: --completion continues plain text")
+        return chat_completions(args, ckpt_dir, cfg, tok, sampling)
+    if not (ckpt_dir / CHAT_FILE).is_file():
+        raise ChatError(not_trained_to_chat(ckpt_dir))
     template = ChatTemplate.load(ckpt_dir, tok)  # a model without one is refused before its weights are read
     if args.system is not None:
         template = ChatTemplate(template.format, args.system)
@@ -252,16 +277,8 @@ def cmd_chat(args) -> int:
             template.prompt(tok, [*messages, {"role": "user", "content": text}]), cfg, args.max_new_tokens
         )
 
-    first = None
-    if args.message is not None:  # checked before the weights are read
-        if not args.message.strip():
-            raise ValueError("the message is empty: pass some text with --message")
-        first = turn(args.message)
-    check_memory(cfg, 1, args.max_new_tokens, torch.float32, extra=4 * cfg.n_parameters)  # each turn checks its own
-    cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
-    if args.quantize:
-        sd = quantize_state_dict(sd, args.quantize)
-    print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
+    first = turn(args.message) if args.message is not None else None  # checked before the weights are read
+    sd = load_for_chat(args, ckpt_dir, cfg)
     while True:
         if first is not None:
             text, ids = args.message, first
@@ -286,6 +303,50 @@ def cmd_chat(args) -> int:
         messages.extend([{"role": "user", "content": text}, {"role": "assistant", "content": reply}])
         if first is not None:
             return 0
+
+
+COMPLETION_LABEL = "# completion, not a reply: the model continues your text"
+
+
+def chat_completions(args, ckpt_dir, cfg: ModelConfig, tok: Tokenizer, sampling: Sampling) -> int:
+    """``chat --completion``: each message is a prompt on its own (no conversation: without a chat
+    format there is nothing to keep one in), printed after a label line and followed by the model's
+    continuation as it is written."""
+    first = None
+    if args.message is not None:  # checked before the weights are read
+        first = check_prompt(tok.encode(args.message), cfg, args.max_new_tokens)
+    sd = load_for_chat(args, ckpt_dir, cfg)
+    limit = cfg.max_seq_len * tok.max_token_bytes
+    while True:
+        if first is not None:
+            text, ids = args.message, first
+        else:
+            text = read_turn(limit)
+            if text is None:
+                print()
+                return 0
+            if not text.strip():
+                continue
+            try:
+                ids = check_prompt(tok.encode(text), cfg, args.max_new_tokens)
+            except ValueError as err:  # a character the tokenizer cannot encode, or too long
+                print(f"error: {err}", file=sys.stderr)
+                continue
+        print(COMPLETION_LABEL)
+        print(text, end="", flush=True)
+        stream_reply(ids, tok, sd, cfg, args.max_new_tokens, sampling)
+        if first is not None:
+            return 0
+
+
+def load_for_chat(args, ckpt_dir, cfg: ModelConfig) -> dict:
+    """The weights (float32, quantized if asked), after checking that a run fits in memory."""
+    check_memory(cfg, 1, args.max_new_tokens, torch.float32, extra=4 * cfg.n_parameters)  # each turn checks its own
+    cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
+    if args.quantize:
+        sd = quantize_state_dict(sd, args.quantize)
+    print(f"# checkpoint: {display_path(ckpt_dir)}", file=sys.stderr)
+    return sd
 
 
 def cmd_logits(args) -> int:

@@ -109,7 +109,7 @@ def int8_candidates(cfg: ModelConfig, sd: dict, rounds: int = 5, repeats: int = 
     - ``fbgemm dynamic``: the row rounded to uint8 with a zero point, uint8 x int8 -> int32 (VNNI).
     """
     from ..compiled import decompose_one_row_products
-    from ..kernels import Int8KernelWeight, integer_dot_products
+    from ..kernels import Int8KernelWeight, fbgemm_sums_exactly
     from ..quantize import is_projection
 
     int8 = quantize_for_kernels(tied_in(sd, torch.bfloat16), "int8")
@@ -132,7 +132,7 @@ def int8_candidates(cfg: ModelConfig, sd: dict, rounds: int = 5, repeats: int = 
             "inductor float loop": loop,
             "_weight_int8pack_mm": each(lambda x, k: Int8KernelWeight.product(int8[k], x, int8[k].scales)),
         }
-        if integer_dot_products():  # (without VNNI, oneDNN's _int_mm gave wrong sums here, fbgemm may saturate)
+        if fbgemm_sums_exactly():  # (without AVX-512 VNNI, oneDNN's _int_mm gave wrong sums here, fbgemm saturates)
             candidates["torch._int_mm"] = each(int_mm)
             candidates["fbgemm dynamic"] = each(lambda x, k: w8a8[k].linear(x))
         times = {name: [] for name in candidates}
