@@ -100,7 +100,8 @@ def convert(gguf_path: Path, out: Path, force: bool = False) -> Path:
     params = gguf_params(gguf)
     cfg = ModelConfig.from_params(params)
     ranks, description = gguf_tokenizer(gguf)
-    with new_directory(out, force, "the model directory") as tmp:
+    being_read = f"the GGUF file being read ({display_path(gguf_path)})"
+    with new_directory(out, force, "the model directory", gguf_path, source_name=being_read) as tmp:
         (tmp / "params.json").write_text(json.dumps(params, indent=2) + "\n")
         (tmp / "tokenizer.model").write_text(ranks_file_text(ranks))
         (tmp / DESCRIPTION_FILE).write_text(description.to_json())
@@ -108,7 +109,8 @@ def convert(gguf_path: Path, out: Path, force: bool = False) -> Path:
         template = chat_template(gguf, tok)
         (tmp / CHAT_FILE).write_text(json.dumps(vars(template), indent=1) + "\n")
         sd = validate_state_dict(gguf_state_dict(gguf, cfg), cfg, display_path(gguf_path))
-        torch.save({k: v for k, v in sd.items() if k != "output.weight"}, tmp / WEIGHTS_FILE)  # tied: stored once
+        tied = sd["output.weight"] is sd["tok_embeddings.weight"]  # the file has no output.weight of its own
+        torch.save({k: v for k, v in sd.items() if not (tied and k == "output.weight")}, tmp / WEIGHTS_FILE)
         (tmp / "provenance.json").write_text(json.dumps(provenance(gguf), indent=1) + "\n")
     return out
 
@@ -137,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.smollm2", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"directory to write (default {display_path(OUT)})")
     parser.add_argument("--force", action="store_true", help="replace --out if it is not empty")
+    parser.add_argument("--gguf", type=Path, default=None, help="convert this llama GGUF file instead of the wheel's")
     args = parser.parse_args(argv)
 
     def run() -> int:
         if (args.out / "provenance.json").is_file() and not args.force:
             print(f"{display_path(args.out)} is already converted (--force converts it again)")
             return 0
-        source = packaged_gguf()
+        source = args.gguf or packaged_gguf()
         out = convert(source, args.out, args.force)
         print(f"wrote {display_path(out)} from {display_path(source)}")
         return 0
