@@ -173,10 +173,15 @@ def test_llama3_chat_format_equals_llama_models(tokenizer, messages):
     assert llama3_prompt(tokenizer, messages) == want
 
 
+@pytest.fixture(scope="module")
+def smol_template(gguf_path) -> str:
+    return read_gguf(gguf_path).metadata["tokenizer.chat_template"]
+
+
 @given(MESSAGES)
-def test_chatml_equals_the_gguf_jinja_template(smol_tok, gguf_path, messages):
+def test_chatml_equals_the_gguf_jinja_template(smol_tok, smol_template, messages):
     """The template rendered as transformers renders it (jinja2's sandbox: it is code from the file)."""
-    source = read_gguf(gguf_path).metadata["tokenizer.chat_template"]
+    source = smol_template
     messages = [m for m in messages if not set(m["content"].encode()) & set(smol_tok.missing_bytes)] or [
         {"role": "user", "content": "Hi"}
     ]

@@ -3,7 +3,7 @@
 A chat template is Jinja code read from a model file, so it is untrusted: it is rendered here,
 in a process of its own, with jinja2's ``ImmutableSandboxedEnvironment`` (no attribute walk from
 a value to Python's internals, no change to the values passed in, ``range`` capped at 100,000
-items), set up as transformers sets it up for chat templates. The process's address space and
+items), set up as transformers sets it up for chat templates, and refusing huge repeats and powers. The process's address space and
 processor time are capped before the template is compiled, and the output is cut off at the
 stated length, so a template that loops forever or builds a huge string ends here, with a
 message, instead of in the caller.
@@ -24,10 +24,11 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_MESSAGE = 300  # characters of an error message passed back (a template chooses its own)
+MAX_POWER_BITS = 1 << 16  # an integer power larger than this many bits is refused before it is computed
 
 
 class OutputTooLong(Exception):
-    """The template wrote more than it may."""
+    """The template wrote, or was about to build, more than it may."""
 
 
 def raise_exception(message):
@@ -40,8 +41,31 @@ def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=Fa
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
-def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """jinja2's immutable sandbox that also refuses, before computing it, a string or list
+    repeated past ``max_items`` (``'x' * 10**10``) and an integer power of more than
+    MAX_POWER_BITS bits (``10 ** 100000``): the memory limit would stop them too, but not on
+    every system (macOS does not enforce one)."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def __init__(self, max_items: int, **options):
+        super().__init__(**options)
+        self.max_items = max_items
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for items, n in ((left, right), (right, left)):
+                if isinstance(items, str | list | tuple) and isinstance(n, int) and len(items) * n > self.max_items:
+                    raise OutputTooLong(f"it repeats a string or list past {self.max_items:,} items")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            if right * abs(left).bit_length() > MAX_POWER_BITS:
+                raise OutputTooLong(f"it computes a power of more than {MAX_POWER_BITS:,} bits")
+        return super().call_binop(context, operator, left, right)
+
+
+def environment(max_items: int) -> BoundedSandbox:
+    env = BoundedSandbox(max_items, trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -52,7 +76,7 @@ def render(source: str, context: dict, max_chars: int) -> str:
     """The template's output, refused once it exceeds ``max_chars`` characters (read piece by
     piece as the template writes it, so an endless output is stopped, not collected)."""
     pieces, n = [], 0
-    for piece in environment().from_string(source).generate(**context):
+    for piece in environment(max_chars).from_string(source).generate(**context):
         n += len(piece)
         if n > max_chars:
             raise OutputTooLong(f"its output is longer than {max_chars:,} characters")
