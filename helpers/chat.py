@@ -13,7 +13,6 @@ user who types ``<|im_end|>`` cannot end the turn.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -71,11 +70,12 @@ def render_template(source: str, /, **context) -> str:
         )
     except subprocess.TimeoutExpired:
         raise ChatError(f"the chat template did not finish in {TEMPLATE_SECONDS} s (an endless loop?)") from None
+    except OSError as err:
+        raise ChatError(f"the chat template's renderer could not start: {err.strerror}") from None
     try:
         reply = json.loads(run.stdout)
-    except ValueError:
-        stopped = run.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
-        reason = f"it used more than {TEMPLATE_SECONDS} s of processor time" if stopped else "the renderer failed"
+    except ValueError:  # the child was killed (its processor-time limit) or failed before it could reply
+        reason = "its limits stopped it" if run.returncode < 0 else "the renderer failed"
         reply = {"error": f"{reason} (exit status {run.returncode})"}
     if "error" in reply:
         raise ChatError(f"the chat template cannot be rendered: {reply['error']}")
