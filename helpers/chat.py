@@ -13,6 +13,8 @@ user who types ``<|im_end|>`` cannot end the turn.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,60 @@ from .tokenizer import Tokenizer
 CHAT_FILE = "chat_template.json"  # written beside a converted model's params.json
 MAX_CHAT_FILE_BYTES = 1 << 20
 ROLES = ("system", "user", "assistant")
+# A model file's Jinja chat template is rendered by a child process (tools/template_sandbox.py) with
+# these limits. Real templates are a few kilobytes long and render a prompt in milliseconds.
+TEMPLATE_SANDBOX = Path(__file__).parent / "tools" / "template_sandbox.py"
+TEMPLATE_SECONDS = 10  # wall-clock time for one rendering, the child's start (about 0.2 s) included
+TEMPLATE_MEMORY = 512 << 20  # the child's address space (Python and jinja2 take about 30 MB of it)
+MAX_TEMPLATE_CHARS = 1 << 20  # the template's source, and what it renders
 
 
 class ChatError(ValueError):
-    """The model has no chat template, or a conversation is malformed."""
+    """The model has no chat template, or a conversation is malformed, or a template cannot be rendered."""
+
+
+def render_template(source: str, /, **context) -> str:
+    """A Jinja chat template from a model file -- untrusted code -- rendered with ``context`` (plain
+    data: ``messages=[...], add_generation_prompt=True``) as transformers renders one, in jinja2's
+    immutable sandbox: no walk from a value to Python's internals, no change to the values passed.
+    It runs in a child process limited to TEMPLATE_SECONDS of time and TEMPLATE_MEMORY bytes of
+    memory, its output cut at MAX_TEMPLATE_CHARS characters, so a template that loops forever or
+    builds a huge string is stopped. Raises ChatError saying what went wrong."""
+    if not isinstance(source, str):
+        raise ChatError(f"a chat template is text, found {type(source).__name__}")
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise ChatError(f"the chat template is {len(source):,} characters long, more than {MAX_TEMPLATE_CHARS:,}")
+    try:
+        request = json.dumps(
+            {
+                "source": source,
+                "context": context,
+                "max_chars": MAX_TEMPLATE_CHARS,
+                "memory": TEMPLATE_MEMORY,
+                "seconds": TEMPLATE_SECONDS,
+            }
+        )
+    except (TypeError, ValueError) as err:
+        raise ChatError(f"a chat template is rendered with plain data (text, numbers, lists, dicts): {err}") from None
+    try:
+        run = subprocess.run(
+            [sys.executable, "-P", str(TEMPLATE_SANDBOX)],
+            input=request.encode("utf-8", "surrogatepass"),
+            capture_output=True,
+            timeout=TEMPLATE_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        raise ChatError(f"the chat template did not finish in {TEMPLATE_SECONDS} s (an endless loop?)") from None
+    except OSError as err:
+        raise ChatError(f"the chat template's renderer could not start: {err.strerror}") from None
+    try:
+        reply = json.loads(run.stdout)
+    except ValueError:  # the child was killed (its processor-time limit) or failed before it could reply
+        reason = "its limits stopped it" if run.returncode < 0 else "the renderer failed"
+        reply = {"error": f"{reason} (exit status {run.returncode})"}
+    if "error" in reply:
+        raise ChatError(f"the chat template cannot be rendered: {reply['error']}")
+    return reply["text"]
 
 
 def check_messages(messages: Sequence[dict]) -> None:

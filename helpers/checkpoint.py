@@ -111,20 +111,44 @@ def parameter_count(cfg: ModelConfig, include_output: bool = False) -> int:
 WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what every kernel the book uses accepts
 
 
-def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) -> dict[str, torch.Tensor]:
-    """Check every key and shape against the config; return the state dict with output tied.
+def check_shapes(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, source: str = WEIGHTS_FILE) -> None:
+    """Check a checkpoint's keys and their shapes (key -> shape) against the config, before any
+    tensor is read: every key the config expects (``output.weight`` may be absent: tied), none other.
 
     Raises CheckpointError naming the file, the key, the expected and the found shape.
     """
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"{source}: expected a dict of tensors, found {type(sd).__name__}")
     expected = expected_shapes(cfg)
-    for key, value in sd.items():
+    for key in shapes:
         if key not in expected:
             raise CheckpointError(
                 f"{source}: unexpected key {key!r}; params.json describes {cfg.n_layers} layers "
                 "(is params.json from the same model as the weights?)"
             )
+    for key, shape in expected.items():
+        if key not in shapes:
+            if key == "output.weight":
+                continue
+            raise CheckpointError(
+                f"{source}: missing key {key!r} (expected shape {shape}); the file is incomplete "
+                "or belongs to a different model than params.json"
+            )
+        found = tuple(shapes[key])
+        if found != shape:
+            raise CheckpointError(
+                f"{source}: {key} has shape {found}, expected {shape} from params.json "
+                "(is params.json from the same model as the weights?)"
+            )
+
+
+def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) -> dict[str, torch.Tensor]:
+    """Check every key and shape against the config (``check_shapes``), and every value: a dense
+    tensor of a dtype the kernels take, finite; return the state dict with output tied.
+
+    Raises CheckpointError naming the file, the key, the expected and the found shape.
+    """
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{source}: expected a dict of tensors, found {type(sd).__name__}")
+    for key, value in sd.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
         if value.layout != torch.strided:
@@ -133,20 +157,7 @@ def validate_state_dict(sd: dict, cfg: ModelConfig, source: str = WEIGHTS_FILE) 
             raise CheckpointError(
                 f"{source}: {key} has dtype {value.dtype}; the book reads {', '.join(map(str, WEIGHT_DTYPES))}"
             )
-    for key, shape in expected.items():
-        if key not in sd:
-            if key == "output.weight":
-                continue
-            raise CheckpointError(
-                f"{source}: missing key {key!r} (expected shape {shape}); the file is incomplete "
-                "or belongs to a different model than params.json"
-            )
-        found = tuple(sd[key].shape)
-        if found != shape:
-            raise CheckpointError(
-                f"{source}: {key} has shape {found}, expected {shape} from params.json "
-                "(is params.json from the same model as the weights?)"
-            )
+    check_shapes({key: tuple(value.shape) for key, value in sd.items()}, cfg, source)
     for key, value in sd.items():  # after the shapes: a wrong-sized file is reported as such first
         # A NaN or inf makes the sum non-finite; summing streams the tensor ~20x faster than
         # isfinite(), which then runs only to confirm (a sum of huge finite values can overflow).

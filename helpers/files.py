@@ -177,6 +177,21 @@ def read_bounded(path: str | Path, limit: int, what: str, why: str) -> bytes:
     return data
 
 
+def open_regular(path: str | Path, what: str) -> BinaryIO:
+    """``path`` opened for binary reading, refused unless it is a regular file: a FIFO would
+    block the reader forever and a device never end. The check is made on the opened file
+    (opened without waiting for a FIFO's writer), so nothing can be swapped in between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise OSError(f"{what}: {err.strerror}") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{what} is not a regular file (a directory, device, FIFO or socket): not read")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _resolve_destination(out: Path, what: str) -> Path:
     """``out`` itself, or, if it is a symbolic link, the directory it points at (checked now,
     before any work: a loop or a link to nothing is refused)."""
@@ -192,48 +207,82 @@ def _resolve_destination(out: Path, what: str) -> Path:
     return target
 
 
-def _check_not_the_source(out: Path, source: Path, what: str) -> None:
+def _check_not_the_source(out: Path, source: Path, what: str, source_name: str | None = None) -> None:
     dest, src = Path(os.path.realpath(out)), Path(os.path.realpath(source))
     if dest == src or dest in src.parents or src in dest.parents:
         relation = "is" if dest == src else ("contains" if dest in src.parents else "is inside")
+        name = source_name or f"the directory being read ({display_path(source)})"
         raise ValueError(
-            f"{what} {display_path(out)} {relation} the directory being read ({display_path(source)}): "
-            "writing there could destroy it; choose another directory"
+            f"{what} {display_path(out)} {relation} {name}: writing there could destroy it; choose another directory"
         )
 
 
+def _make_temporary_directory(out: Path, given: Path, what: str) -> Path:
+    """The private directory beside ``out`` that is filled and then moved into place (its folder
+    created if need be); a failure is one message naming ``out`` as the user gave it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=temporary_name(out, "partial"), dir=out.parent))
+    except OSError as err:
+        blocker = next((p for p in reversed(out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = f"{display_path(blocker)} is a file, not a folder"
+        else:
+            reason = f"{err.strerror or err} in {display_path(out.parent)}"
+        raise OSError(f"{what} {display_path(given)} cannot be created: {reason}") from None
+
+
+def _publish_modes(tmp: Path) -> None:
+    """mkdtemp and mkstemp make private entries (0700, 0600): give the directory and what lies at
+    its top the permissions new ones get under the umask -- directories and executables 0755,
+    other files 0644 under umask 022. Links are left alone (chmod would follow them)."""
+    tmp.chmod(new_file_mode(directory=True))
+    for f in tmp.iterdir():
+        if not f.is_symlink():
+            executable = f.is_dir() or bool(f.stat().st_mode & stat.S_IXUSR)
+            f.chmod(new_file_mode(directory=executable))
+
+
 @contextlib.contextmanager
-def new_directory(out: str | Path, force: bool = False, what: str = "--out", source: str | Path | None = None):
+def new_directory(
+    out: str | Path,
+    force: bool = False,
+    what: str = "--out",
+    source: str | Path | None = None,
+    *,
+    source_name: str | None = None,
+    force_flag: str = "--force",
+):
     """A new private directory beside ``out`` to fill in the ``with`` block; moved into place as
     ``out`` when the block succeeds, removed when it fails (also on Ctrl-C and, through the
     command line's signal handler, SIGTERM). Yields its path.
 
     Refused before the block runs: ``out`` a file, a symbolic-link loop or a link to nothing;
-    ``out`` a directory that is not empty, unless ``force``; ``out`` that is, contains or lies
-    inside ``source`` (the directory being read). A link to a directory: the directory it
-    points at is written, the link stays. The final move is a single ``rename``, which the
-    kernel refuses onto a directory that is not empty: a directory created or filled while
-    the block ran is never replaced without ``force`` -- it is left as it is, the new one
-    removed, and the error says so. A disk that fills up gives one error naming it.
+    ``out`` that is, contains or lies inside ``source`` (the directory being read, called
+    ``source_name`` in the message if given), even with ``force``; ``out`` a directory that is
+    not empty, unless ``force`` (``force_flag`` is how the message spells it); a folder that
+    cannot be created. A link to a directory: the directory it points at is written, the link
+    stays. The final move is a single ``rename``, which the kernel refuses onto a directory
+    that is not empty: a directory created or filled while the block ran is never replaced
+    without ``force`` -- it is left as it is, the new one removed, and the error says so. A
+    disk that fills up gives one error naming it. The new directory and its top-level entries
+    get the permissions the umask gives new ones (directories 0755, files 0644 under 022).
     """
     given = Path(out)
     out = _resolve_destination(given, what)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{what} {display_path(given)} exists and is not a directory")
+    if source is not None:
+        _check_not_the_source(out, Path(source), what, source_name)
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ValueError(
-            f"{what} {display_path(given)} is not empty: choose a new directory, or pass --force to replace it"
+            f"{what} {display_path(given)} is not empty: choose a new directory, or pass {force_flag} to replace it"
         )
-    if source is not None:
-        _check_not_the_source(out, Path(source), what)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(out, "partial"), dir=out.parent))
+    tmp = _make_temporary_directory(out, given, what)
     try:
         yield tmp
-        tmp.chmod(new_file_mode(directory=True))
-        for f in tmp.iterdir():
-            f.chmod(new_file_mode())
-        _move_into_place(tmp, out, given, force, what)
+        _publish_modes(tmp)
+        _move_into_place(tmp, out, given, force, what, force_flag)
     except OSError as err:
         if is_disk_full(err):
             raise OSError(f"{what} {display_path(given)}: the disk is full; the partial export was removed") from err
@@ -246,7 +295,7 @@ def new_directory(out: str | Path, force: bool = False, what: str = "--out", sou
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _move_into_place(tmp: Path, out: Path, given: Path, force: bool, what: str) -> None:
+def _move_into_place(tmp: Path, out: Path, given: Path, force: bool, what: str, force_flag: str) -> None:
     """rename(tmp, out): onto nothing or an empty directory. With ``force``, a non-empty ``out``
     is first moved into a private holder beside it, and deleted once the new one is in place."""
     holder = None
@@ -264,7 +313,7 @@ def _move_into_place(tmp: Path, out: Path, given: Path, force: bool, what: str) 
             kept = f"; your previous directory is in {display_path(holder)}" if holder else ""
             raise ValueError(
                 f"{what} {display_path(given)} was created or filled by something else while writing: "
-                f"it was left as it is and the new export removed{kept}; choose a new directory, or pass --force"
+                f"it was left as it is and the new export removed{kept}; choose a new directory, or pass {force_flag}"
             ) from err
         raise
     if holder is not None:

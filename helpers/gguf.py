@@ -6,32 +6,45 @@ tensors (name, shape, type, offset) and then the tensor data, aligned. Quantized
 are blocks of 32 values: Q8_0 is one float16 scale and 32 int8 codes (34 bytes), Q4_1 a
 float16 scale, a float16 minimum and 32 four-bit codes packed two per byte (20 bytes).
 Every length read from the file is checked against the bytes that are left, so a damaged
-or hostile file is refused instead of being allocated.
+or hostile file is refused instead of being allocated; the tensors' data must lie as llama.cpp
+lays it out (each where the one before ends, aligned, inside the file) before any is read; and
+every metadata field the conversion uses is checked for presence, type and range.
 """
 
 from __future__ import annotations
 
 import base64
+import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
-from .config import ModelConfig
-from .files import display_path
+from .checkpoint import check_shapes
+from .config import ConfigError, ModelConfig
+from .files import display_path, open_regular
 from .hf import transformers_module
 from .tokenizer import TokenizerDescription
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
-MAX_HEADER_BYTES = 256 << 20  # SmolLM2's header (vocabulary, merges, template) is 1.8 MB
+# What a header may cost: its bytes, and the values (metadata entries, array items, tensors) it
+# holds, each a Python object of some 50 bytes. SmolLM2's header (vocabulary, merges, template) is
+# 1.8 MB with 150,000 values, Llama 3's 8 MB with 540,000; these bounds keep a header under 0.5 GB.
+MAX_HEADER_BYTES = 64 << 20
+MAX_HEADER_VALUES = 1 << 22
 MAX_ITEMS = 1 << 24  # more entries than any vocabulary or tensor table has
+MAX_ARRAY_DEPTH = 2  # an array of arrays at most (llama.cpp reads no nested arrays at all)
+MAX_DIMS = 4  # ggml's GGML_MAX_DIMS
 BLOCK = 32  # values per quantization block (Q8_0, Q4_0, Q4_1)
 
 # GGUF metadata value types -> struct format (8 = string, 9 = array: read by HeaderReader.value).
 SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 STRING, ARRAY = 8, 9
+UINT32 = 4  # the type general.alignment must have
 
 # ggml tensor types the book reads: name, values per block, bytes per block.
 TENSOR_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 3: ("Q4_1", BLOCK, 20), 8: ("Q8_0", BLOCK, 34)}
@@ -54,17 +67,26 @@ class TensorInfo:
 
 
 class HeaderReader:
-    """Little-endian reads from a byte string, each checked against what is left."""
+    """Little-endian reads from the start of a file of ``size`` bytes, each checked against the
+    bytes that are left and against MAX_HEADER_BYTES; the values read are counted against
+    MAX_HEADER_VALUES. What a header costs in memory is bounded before it is allocated."""
 
-    def __init__(self, data: bytes, where: str):
-        self.data, self.pos, self.where = data, 0, where
+    def __init__(self, f: BinaryIO, where: str, size: int):
+        self.f, self.where, self.size, self.pos, self.values = f, where, size, 0, 0
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        if n < 0 or self.pos + n > self.size:
             raise GGUFError(
                 f"{self.where}: the header ends early (a length of {n:,} at byte {self.pos:,}): damaged file"
             )
-        chunk = self.data[self.pos : self.pos + n]
+        if self.pos + n > MAX_HEADER_BYTES:
+            raise GGUFError(
+                f"{self.where}: the header is larger than {MAX_HEADER_BYTES:,} bytes (a length of {n:,} at byte "
+                f"{self.pos:,}; SmolLM2's header is 1.8 MB): not read"
+            )
+        chunk = self.f.read(n)
+        if len(chunk) != n:
+            raise GGUFError(f"{self.where}: the file ended while its header was read (byte {self.pos:,})")
         self.pos += n
         return chunk
 
@@ -75,6 +97,12 @@ class HeaderReader:
         n = self.scalar("Q")
         if n > MAX_ITEMS:
             raise GGUFError(f"{self.where}: a count of {n:,} at byte {self.pos:,} is beyond any model: damaged file")
+        self.values += n
+        if self.values > MAX_HEADER_VALUES:
+            raise GGUFError(
+                f"{self.where}: the header holds more than {MAX_HEADER_VALUES:,} values (entries, array items, "
+                f"tensors; at byte {self.pos:,}), more than any model's: not read"
+            )
         return n
 
     def string(self) -> str:
@@ -84,14 +112,18 @@ class HeaderReader:
         except UnicodeDecodeError as err:
             raise GGUFError(f"{self.where}: a string at byte {self.pos:,} is not UTF-8: damaged file") from err
 
-    def value(self, kind: int):
+    def value(self, kind: int, depth: int = 0):
         if kind in SCALAR_FORMATS:
             return self.scalar(SCALAR_FORMATS[kind])
         if kind == STRING:
             return self.string()
         if kind == ARRAY:
+            if depth == MAX_ARRAY_DEPTH:
+                raise GGUFError(
+                    f"{self.where}: arrays nested more than {MAX_ARRAY_DEPTH} deep at byte {self.pos:,}: damaged file"
+                )
             item_kind, n = self.scalar("I"), self.count()
-            return [self.value(item_kind) for _ in range(n)]
+            return [self.value(item_kind, depth + 1) for _ in range(n)]
         raise GGUFError(f"{self.where}: unknown metadata type {kind} at byte {self.pos:,}")
 
 
@@ -103,6 +135,38 @@ class GGUFFile:
     version: int
     metadata: dict
     tensors: dict[str, TensorInfo]
+
+    def field(self, key: str, kind: type, default=..., *, low=None, high=None, items: type | None = None):
+        """The metadata entry ``key``, checked: present (unless a ``default`` is given), of type
+        ``kind`` (int: an integer, not a bool; float: a finite number; list: one of ``items``),
+        and in ``[low, high]`` (a list: its length). A GGUFError names the file and the field."""
+
+        def fits(value, t: type) -> bool:
+            if t is float:
+                return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            return isinstance(value, t) and not (t is int and isinstance(value, bool))
+
+        names = {int: "an integer", float: "a finite number", str: "text", bool: "true or false", list: "a list"}
+        where = f"{display_path(self.path)}: {key}"
+        if key not in self.metadata:
+            if default is not ...:
+                return default
+            raise GGUFError(f"{where} is missing from the metadata")
+        value = self.metadata[key]
+        shown = f"a list of {len(value):,} items" if isinstance(value, list) else repr(value)[:60]
+        if not fits(value, kind) or (items is not None and not all(fits(v, items) for v in value)):
+            wanted = names[kind] + (f" of {names[items]} items" if items is not None else "")
+            raise GGUFError(f"{where} must be {wanted}, found {shown}")
+        size = len(value) if kind is list else value
+        if (low is not None and size < low) or (high is not None and size > high):
+            if low == high:
+                bounds = f"{low:,}"
+            elif low is not None and high is not None:
+                bounds = f"between {low:,} and {high:,}"
+            else:
+                bounds = f"at least {low:,}" if high is None else f"at most {high:,}"
+            raise GGUFError(f"{where} must be {bounds}{' items long' if kind is list else ''}, found {shown}")
+        return float(value) if kind is float else value
 
     def read(self, name: str) -> bytes:
         """The raw bytes of one tensor."""
@@ -116,44 +180,60 @@ class GGUFFile:
 
 
 def read_gguf(path: str | Path) -> GGUFFile:
-    """Parse a GGUF file's header, metadata and tensor table (the data stays on disk)."""
+    """Parse a GGUF file's header, metadata and tensor table (the data stays on disk), and check the
+    data's layout as llama.cpp's reader does, before anything reads it: each tensor starts where the
+    one before it ends, rounded up to the alignment, and ends inside the file, so no two overlap."""
     path = Path(path)
     where = display_path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        r = HeaderReader(f.read(MAX_HEADER_BYTES), where)
-    if r.take(4) != MAGIC:
-        raise GGUFError(f"{where} does not start with 'GGUF': not a GGUF file")
-    version = r.scalar("I")
-    if version not in (2, 3):
-        raise GGUFError(f"{where} is GGUF version {version}; the book reads versions 2 and 3")
-    n_tensors, n_kv = r.count(), r.count()
-    metadata = {}
-    for _ in range(n_kv):
-        key = r.string()
-        metadata[key] = r.value(r.scalar("I"))
-    table = []
-    for _ in range(n_tensors):
-        name = r.string()
-        dims = [r.scalar("Q") for _ in range(r.scalar("I"))]
-        kind, offset = r.scalar("I"), r.scalar("Q")
-        if kind not in TENSOR_TYPES:
-            raise GGUFError(f"{where}: tensor {name} has ggml type {kind}; the book reads {sorted(TENSOR_TYPES)}")
-        table.append((name, tuple(reversed(dims)), kind, offset))
+    with open_regular(path, where) as f:  # a FIFO or a device is refused, not waited on
+        r = HeaderReader(f, where, os.fstat(f.fileno()).st_size)
+        if r.take(4) != MAGIC:
+            raise GGUFError(f"{where} does not start with 'GGUF': not a GGUF file")
+        version = r.scalar("I")
+        if version not in (2, 3):
+            raise GGUFError(f"{where} is GGUF version {version}; the book reads versions 2 and 3")
+        n_tensors, n_kv = r.count(), r.count()
+        metadata, kinds = {}, {}
+        for _ in range(n_kv):
+            key, kind = r.string(), r.scalar("I")
+            if key in metadata:
+                raise GGUFError(f"{where}: metadata key {key} appears twice: damaged file")
+            metadata[key], kinds[key] = r.value(kind), kind
+        table = []
+        for _ in range(n_tensors):
+            name, n_dims = r.string(), r.scalar("I")
+            if n_dims > MAX_DIMS:
+                raise GGUFError(f"{where}: tensor {name} has {n_dims:,} dimensions, more than {MAX_DIMS}: damaged file")
+            dims = [r.scalar("Q") for _ in range(n_dims)]
+            kind, offset = r.scalar("I"), r.scalar("Q")
+            if kind not in TENSOR_TYPES:
+                raise GGUFError(f"{where}: tensor {name} has ggml type {kind}; the book reads {sorted(TENSOR_TYPES)}")
+            table.append((name, tuple(reversed(dims)), kind, offset))
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    start = (r.pos + alignment - 1) // alignment * alignment
-    tensors = {}
+    if kinds.get("general.alignment", UINT32) != UINT32 or alignment < 1 or alignment & (alignment - 1):
+        raise GGUFError(
+            f"{where}: general.alignment must be a power of two stored as a u32 (GGUF type {UINT32}), "
+            f"found {alignment!r:.40} of type {kinds['general.alignment']}"
+        )
+    start = (r.pos + alignment - 1) // alignment * alignment  # where the data begins
+    tensors, expected = {}, 0  # expected: where the next tensor's data must begin, from ``start``
     for name, shape, kind, offset in table:
         type_name, per_block, block_bytes = TENSOR_TYPES[kind]
-        n = 1
-        for dim in shape:
-            n *= dim
+        n = math.prod(shape)
         if n % per_block:
             raise GGUFError(f"{where}: tensor {name} has {n} values, not a whole number of {type_name} blocks")
+        if name in tensors:
+            raise GGUFError(f"{where}: tensor {name} appears twice in the tensor table: damaged file")
+        if offset != expected:
+            raise GGUFError(
+                f"{where}: tensor {name}'s data starts at byte {offset:,} of the data, not at {expected:,} where the "
+                f"tensor before it ends (rounded up to the alignment, {alignment}): overlapping or misplaced data"
+            )
         info = TensorInfo(name, shape, type_name, start + offset, n // per_block * block_bytes)
-        if info.offset + info.nbytes > size:
+        if info.offset + info.nbytes > r.size:
             raise GGUFError(f"{where}: tensor {name} runs past the end of the file (truncated?)")
         tensors[name] = info
+        expected += (info.nbytes + alignment - 1) // alignment * alignment
     return GGUFFile(path, version, metadata, tensors)
 
 
@@ -217,43 +297,58 @@ def meta_name(name: str) -> str:
     raise GGUFError(f"tensor {name} has no counterpart in Meta's Llama layout (is this a llama GGUF?)")
 
 
-def gguf_state_dict(gguf: GGUFFile) -> dict[str, torch.Tensor]:
-    """Every tensor dequantized to float32 under Meta's key; a missing ``output.weight`` is the
+def gguf_state_dict(gguf: GGUFFile, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Every tensor dequantized to float32 under Meta's key, once every name and shape has been
+    checked against ``cfg`` (nothing is read before); a missing ``output.weight`` is the
     embedding (tied), as in Llama 3.2. llama.cpp's converter already stored the query and key
     rows in Meta's order (pairs of RoPE), so nothing is permuted."""
-    sd = {meta_name(name): dequantize_tensor(gguf.read(name), info) for name, info in gguf.tensors.items()}
+    where = display_path(gguf.path)
+    try:
+        keys = {name: meta_name(name) for name in gguf.tensors}
+    except GGUFError as err:
+        raise GGUFError(f"{where}: {err}") from None
+    check_shapes({keys[name]: info.shape for name, info in gguf.tensors.items()}, cfg, where)
+    sd = {keys[name]: dequantize_tensor(gguf.read(name), info) for name, info in gguf.tensors.items()}
     sd.setdefault("output.weight", sd["tok_embeddings.weight"])
     return sd
 
 
 def gguf_params(gguf: GGUFFile) -> dict:
     """Meta's params.json for a llama GGUF, checked against what the file states outright."""
-    m = gguf.metadata
-    if m.get("general.architecture") != "llama":
+    where = display_path(gguf.path)
+    architecture = gguf.field("general.architecture", str)
+    if architecture != "llama":
+        raise GGUFError(f"{where} holds a {architecture!r} model; the book runs 'llama'")
+    if "llama.rope.scaling.type" in gguf.metadata:
         raise GGUFError(
-            f"{display_path(gguf.path)} holds a {m.get('general.architecture')!r} model; the book runs 'llama'"
+            f"{where} uses RoPE scaling (llama.rope.scaling.type), which the conversion does not carry over"
         )
-    if "llama.rope.scaling.type" in m:
-        raise GGUFError("this GGUF uses RoPE scaling, which the conversion does not carry over")
+    n_heads = gguf.field("llama.attention.head_count", int, low=1)
+    n_tokens = len(gguf.field("tokenizer.ggml.tokens", list, low=1, items=str))
+    ffn = gguf.field("llama.feed_forward_length", int, low=1)
     params = {
-        "dim": m["llama.embedding_length"],
-        "n_layers": m["llama.block_count"],
-        "n_heads": m["llama.attention.head_count"],
-        "n_kv_heads": m.get("llama.attention.head_count_kv", m["llama.attention.head_count"]),
-        "vocab_size": m.get("llama.vocab_size", len(m["tokenizer.ggml.tokens"])),
+        "dim": gguf.field("llama.embedding_length", int, low=1),
+        "n_layers": gguf.field("llama.block_count", int, low=1),
+        "n_heads": n_heads,
+        "n_kv_heads": gguf.field("llama.attention.head_count_kv", int, n_heads, low=1),
+        "vocab_size": gguf.field("llama.vocab_size", int, n_tokens, low=n_tokens, high=n_tokens),  # one id per token
         "ffn_dim_multiplier": None,
         "multiple_of": 256,
-        "norm_eps": round(float(m["llama.attention.layer_norm_rms_epsilon"]), 12),
-        "rope_theta": float(m["llama.rope.freq_base"]),
+        # params.json keeps 12 decimals: a smaller epsilon would be written as 0
+        "norm_eps": round(gguf.field("llama.attention.layer_norm_rms_epsilon", float, low=1e-12), 12),
+        "rope_theta": gguf.field("llama.rope.freq_base", float, low=1.0),
         "use_scaled_rope": False,
-        "max_seq_len": m["llama.context_length"],
+        "max_seq_len": gguf.field("llama.context_length", int, low=1),
     }
-    cfg = ModelConfig.from_params(params)
-    if cfg.ffn_hidden_dim != m["llama.feed_forward_length"]:
-        # Meta's formula rounds 8d/3 up to a multiple of multiple_of; find the multiplier that gives the file's size.
-        params["ffn_dim_multiplier"] = m["llama.feed_forward_length"] / int(8 * cfg.dim / 3)
-        if ModelConfig.from_params(params).ffn_hidden_dim != m["llama.feed_forward_length"]:
-            raise GGUFError(f"feed_forward_length {m['llama.feed_forward_length']} is not one params.json can state")
+    try:
+        cfg = ModelConfig.from_params(params)
+        if cfg.ffn_hidden_dim != ffn:
+            # Meta's formula rounds 8d/3 up to a multiple of multiple_of; find the multiplier that gives the file's size.
+            params["ffn_dim_multiplier"] = ffn / int(8 * cfg.dim / 3)
+            if ModelConfig.from_params(params).ffn_hidden_dim != ffn:
+                raise GGUFError(f"{where}: llama.feed_forward_length {ffn} is not one params.json can state")
+    except ConfigError as err:  # sizes that do not make a model (dim not a multiple of the heads, ...)
+        raise GGUFError(f"{where}: its llama.* metadata does not describe a model: {err}") from None
     return params
 
 
@@ -289,24 +384,40 @@ def gguf_tokenizer(gguf: GGUFFile) -> tuple[dict[bytes, int], TokenizerDescripti
     Ranks are token ids: this vocabulary lists tokens in the order BPE learned them, so
     merging by id is merging by the file's merge list (the tests check the encodings).
     """
-    m = gguf.metadata
-    if m.get("tokenizer.ggml.model") != "gpt2":
-        raise GGUFError(f"tokenizer model {m.get('tokenizer.ggml.model')!r}: the book reads byte-level BPE ('gpt2')")
-    pre = m.get("tokenizer.ggml.pre", "gpt-2")
+    where = display_path(gguf.path)
+    model = gguf.field("tokenizer.ggml.model", str)
+    if model != "gpt2":
+        raise GGUFError(f"{where}: tokenizer.ggml.model is {model!r}: the book reads byte-level BPE ('gpt2')")
+    pre = gguf.field("tokenizer.ggml.pre", str, "gpt-2")
     if pre not in PRE_TOKENIZERS:
-        raise GGUFError(f"pre-tokenizer {pre!r} is not one the book knows ({sorted(PRE_TOKENIZERS)})")
+        raise GGUFError(
+            f"{where}: tokenizer.ggml.pre {pre!r} is not a pre-tokenizer the book knows ({sorted(PRE_TOKENIZERS)})"
+        )
+    tokens = gguf.field("tokenizer.ggml.tokens", list, low=1, items=str)
+    n = len(tokens)
+    types = gguf.field("tokenizer.ggml.token_type", list, low=n, high=n, items=int)
     alphabet = byte_alphabet()
     ranks, special = {}, {}
-    for i, (text, kind) in enumerate(zip(m["tokenizer.ggml.tokens"], m["tokenizer.ggml.token_type"], strict=True)):
+    for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
         if kind == CONTROL:
-            special[text] = i
+            token, table = text, special
         elif kind == NORMAL:
-            ranks[bytes(alphabet[ch] for ch in text)] = i
+            if not set(text) <= alphabet.keys():
+                raise GGUFError(f"{where}: token {i} ({text!r:.40}) is not spelled in GPT-2's byte alphabet")
+            token, table = bytes(alphabet[ch] for ch in text), ranks
         else:
-            raise GGUFError(f"token {i} ({text!r}) has type {kind}; the book reads normal and control tokens")
-    tokens = m["tokenizer.ggml.tokens"]
-    eos = tokens[m["tokenizer.ggml.eos_token_id"]]
-    bos = tokens[m["tokenizer.ggml.bos_token_id"]] if m.get("tokenizer.ggml.add_bos_token") else None
+            raise GGUFError(
+                f"{where}: token {i} ({text!r:.40}) has type {kind}; the book reads normal and control tokens"
+            )
+        if token in table:
+            raise GGUFError(f"{where}: tokens {table[token]} and {i} are the same token ({text!r:.40}): damaged file")
+        table[token] = i
+    eos = tokens[gguf.field("tokenizer.ggml.eos_token_id", int, low=0, high=n - 1)]
+    add_bos = gguf.field("tokenizer.ggml.add_bos_token", bool, False)
+    bos = tokens[gguf.field("tokenizer.ggml.bos_token_id", int, low=0, high=n - 1)] if add_bos else None
+    for name, text in (("eos", eos), ("bos", bos)):
+        if text is not None and text not in special:
+            raise GGUFError(f"{where}: tokenizer.ggml.{name}_token_id names {text!r:.40}, which is not a control token")
     end_of_text = next((t for t in END_OF_TEXT_TEXTS if t in special), eos)
     end_of_turn = tuple(t for t in special if (t in END_OF_TURN_TEXTS or t == eos) and t != end_of_text)
     return ranks, TokenizerDescription(PRE_TOKENIZERS[pre], special, bos, end_of_text, end_of_turn)

@@ -19,7 +19,6 @@ import codecs
 import json
 import math
 import os
-import signal
 import sys
 
 import torch
@@ -36,6 +35,7 @@ from ..quantize import SCHEMES, QuantizeError, quantize_state_dict
 from ..rope import precompute_freqs_cis
 from ..sampling import Sampling, check_sampling_args
 from ..tokenizer import Tokenizer, TokenizerError
+from .command import run_command
 
 USER_ERRORS = (
     CheckpointError,
@@ -161,6 +161,16 @@ def read_prompt(args, limit: int) -> str:
 def check_prompt_text(text: str) -> str:
     if not text:
         raise ValueError("the prompt is empty: pass some text with --prompt or --prompt-file")
+    return check_utf8(text, "--prompt")
+
+
+def check_utf8(text: str, what: str) -> str:
+    """Refuse text that arrived as bytes that are not UTF-8: Python keeps such bytes of the command
+    line as lone surrogates, which the tokenizer would silently turn into U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} is not UTF-8 text (an invalid byte at character {err.start})") from None
     return text
 
 
@@ -213,15 +223,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
+class RefusedTurn(ValueError):
+    """A line of the conversation that cannot be a message: it is refused, the conversation goes on."""
+
+
 def read_turn(limit: int) -> str | None:
-    """One line from standard input (at most ``limit`` bytes), or None at its end."""
+    """One line from standard input, or None at its end. A line of more than ``limit`` bytes (the
+    rest of it is read and dropped in pieces, never held whole) or one that is not UTF-8 raises
+    RefusedTurn."""
     print("> ", end="", flush=True)
     line = sys.stdin.buffer.readline(limit + 1)
     if not line:
         return None
     if len(line) > limit:
-        raise ValueError(f"a message of more than {limit:,} bytes cannot fit in the model's context")
-    return line.decode("utf-8", "replace").rstrip("\r\n")
+        while line and not line.endswith(b"\n"):
+            line = sys.stdin.buffer.readline(1 << 16)
+        raise RefusedTurn(f"a message of more than {limit:,} bytes cannot fit in the model's context")
+    try:
+        return line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise RefusedTurn("the line is not UTF-8 text") from None
 
 
 def stream_reply(ids: list[int], tok: Tokenizer, sd, cfg: ModelConfig, max_new_tokens: int, sampling: Sampling):
@@ -265,38 +286,56 @@ def cmd_chat(args) -> int:
         raise ChatError(not_trained_to_chat(ckpt_dir))
     template = ChatTemplate.load(ckpt_dir, tok)  # a model without one is refused before its weights are read
     if args.system is not None:
-        template = ChatTemplate(template.format, args.system)
+        template = ChatTemplate(template.format, check_utf8(args.system, "--system"))
     limit = cfg.max_seq_len * tok.max_token_bytes
     messages: list[dict] = []
+    try:  # the shortest turn there is, a one-token message, must leave room for the reply
+        check_prompt(template.prompt(tok, [{"role": "user", "content": "x"}]), cfg, args.max_new_tokens)
+    except ValueError:
+        raise ValueError(
+            f"--max-new-tokens {args.max_new_tokens} leaves no room for a message in the model's context of "
+            f"{cfg.max_seq_len:,} tokens: ask for fewer"
+        ) from None
 
     def turn(text: str) -> list[int]:
         """The prompt ids with ``text`` as the next user message (each part checked on its own
-        first, so that an error names a position in what the user typed)."""
+        first, so that an error names a position in what the user typed). When the conversation
+        with it no longer fits the context, it starts again from this message; a message that
+        cannot fit even alone raises ValueError."""
         tok.encode(text, bos=False)
-        return check_prompt(
-            template.prompt(tok, [*messages, {"role": "user", "content": text}]), cfg, args.max_new_tokens
+        user = {"role": "user", "content": text}
+        try:
+            return check_prompt(template.prompt(tok, [*messages, user]), cfg, args.max_new_tokens)
+        except ValueError:
+            if not messages:
+                raise
+        ids = check_prompt(template.prompt(tok, [user]), cfg, args.max_new_tokens)
+        messages.clear()
+        print(
+            "# the conversation no longer fits the model's context: it starts again from this message", file=sys.stderr
         )
+        return ids
 
-    first = turn(args.message) if args.message is not None else None  # checked before the weights are read
+    first = None
+    if args.message is not None:  # checked before the weights are read
+        if not check_utf8(args.message, "--message").strip():
+            raise ValueError("the message is empty: pass some text with --message")
+        first = turn(args.message)
     sd = load_for_chat(args, ckpt_dir, cfg)
     while True:
         if first is not None:
             text, ids = args.message, first
         else:
-            text = read_turn(limit)
-            if text is None:  # end of input (Ctrl-D)
-                print()
-                return 0
-            if not text.strip():
-                continue
             try:
+                text = read_turn(limit)
+                if text is None:  # end of input (Ctrl-D)
+                    print()
+                    return 0
+                if not text.strip():
+                    continue
                 ids = turn(text)
-            except TokenizerError as err:  # the conversation goes on without that message
-                print(f"error: {err}", file=sys.stderr)
-                continue
-            except ValueError as err:  # too long for the context: keep the message, drop the history
-                print(f"error: {err}; the conversation starts again", file=sys.stderr)
-                messages.clear()
+            except ValueError as err:  # not UTF-8, a character the tokenizer lacks, too long even alone:
+                print(f"error: {err}; that message was not sent", file=sys.stderr)  # the conversation goes on
                 continue
         new = stream_reply(ids, tok, sd, cfg, args.max_new_tokens, sampling)
         reply = tok.decode([t for t in new if t not in tok.stop_ids])
@@ -518,17 +557,8 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that the same clean-up runs as for Ctrl-C."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    def command() -> int:
         args = _parser().parse_args(argv)
         commands = {
             "generate": cmd_generate,
@@ -538,17 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate": cmd_evaluate,
         }
         return commands[args.command](args)
-    except (UsageError, *USER_ERRORS) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
-        return 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    return run_command(command, (UsageError, *USER_ERRORS))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..files import REPO_ROOT, atomic_write_text, display_path
+from ..files import REPO_ROOT, atomic_write_text, display_path, read_bounded
 from ..kernels import cpu_flags
 
 SDIST = "llama-cpp-python==0.3.36"  # its vendor/llama.cpp is llama.cpp at commit 0c1e570
@@ -102,6 +102,15 @@ def build_tools() -> list[str]:
     )
 
 
+def read_stamp(path: Path) -> dict | None:
+    """build.json as the last build wrote it; None when it is missing, unreadable or damaged (an
+    interrupted write, an edit): then the build runs again, as for a stale one."""
+    try:
+        return json.loads(read_bounded(path, 1 << 16, display_path(path), "it holds a few hundred bytes"))
+    except (OSError, ValueError):  # JSONDecodeError, UnicodeDecodeError and FileTooLarge are ValueErrors
+        return None
+
+
 def ensure_llama_cpp(root: Path = PEERS_DIR) -> Path:
     """llama.cpp's source tree in ``root``, its tools built in ``source/build/bin``; built once,
     again only when the pinned source or the build options change. Returns the source tree."""
@@ -110,7 +119,7 @@ def ensure_llama_cpp(root: Path = PEERS_DIR) -> Path:
     source = root / "llama.cpp"
     stamp = root / "build.json"
     bins = source / "build" / "bin"
-    if stamp.is_file() and json.loads(stamp.read_text()) == wanted and all((bins / t).is_file() for t in TOOLS):
+    if read_stamp(stamp) == wanted and all((bins / t).is_file() for t in TOOLS):
         return source
     build_tools()
     root.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,13 @@ for a teacher to commit and hand out. An existing non-empty directory is refused
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from ..files import REPO_ROOT, display_path, new_directory
+from .command import run_command
 
 LEFT_OUT = ("notebooks/solutions/", "tests/test_check.py", "tests/wrong_answers.py", ".ci/")
 BANNER = (
@@ -41,8 +42,21 @@ def student_files(names: list[str]) -> list[str]:
 
 
 def build(out: Path, force: bool = False) -> Path:
+    """Write the copy into ``out``: a new or empty directory (``force``: any directory) outside the
+    book or inside its build/ folder. A directory that is, holds or lies elsewhere inside the book
+    is refused even with ``force``: replacing it would delete the book."""
     names = student_files(tracked_files())
-    with new_directory(out, force, "--out", source=None) as tmp:
+    inside_build = Path(os.path.realpath(REPO_ROOT / "build")) in Path(os.path.realpath(out)).parents
+    book = None if inside_build else REPO_ROOT
+    force_flag = "--force (make student FORCE=1)"
+    with new_directory(
+        out,
+        force,
+        "--out",
+        book,
+        source_name="the book (use build/student or a directory outside the book)",
+        force_flag=force_flag,
+    ) as tmp:
         for name in names:
             src, dst = REPO_ROOT / name, tmp / name
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -64,21 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    root, target = REPO_ROOT.resolve(), out.resolve()
-    if target == root or (root in target.parents and not target.is_relative_to(root / "build")):
-        print(
-            f"error: --out {display_path(out)} lies inside the book: use build/student or a directory outside it",
-            file=sys.stderr,
-        )
-        return 2
-    try:
+
+    def run() -> int:
         build(out, args.force)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    n = len(student_files(tracked_files()))
-    print(f"student copy: {display_path(out)} ({n} files; no solutions). In it: make run, make test")
-    return 0
+        n = len(student_files(tracked_files()))
+        print(f"student copy: {display_path(out)} ({n} files; no solutions). In it: make run, make test")
+        return 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":
