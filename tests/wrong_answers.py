@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import random as random_module
 import struct
 from collections import Counter
 from itertools import pairwise
@@ -663,3 +664,58 @@ ALTERNATIVES = {
         ).flatten(-2)
     ],
 }
+
+
+# Chapter 15: measuring a model.
+def _whole_sequence_logprob(logprobs, ids, n_context):  # the question's tokens scored too
+    return float(sum(logprobs[t, ids[t + 1]] for t in range(len(ids) - 1)))
+
+
+def _first_token_logprob(logprobs, ids, n_context):  # only the answer's first token
+    return float(logprobs[n_context - 1, ids[n_context]])
+
+
+def _same_row_logprob(logprobs, ids, n_context):  # row t read as predicting token t, not t + 1
+    return float(sum(logprobs[t, ids[t]] for t in range(n_context, len(ids) - 1)))
+
+
+def _best(scores):
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+WRONG.update(
+    {
+        "continuation_logprob": [
+            (_whole_sequence_logprob, "every token after the first: score only the continuation"),
+            (_first_token_logprob, "the first continuation token only"),
+            (_same_row_logprob, "6 tokens, the first 3 the context"),
+        ],
+        "acc_bytes": [
+            (
+                lambda lls, cs: _best([ll / len(c) for ll, c in zip(lls, cs, strict=True)]),
+                "['Zürich', 'Berne']: got 1, expected 0",
+            ),
+            (lambda lls, cs: _best(lls), "['Zürich', 'Berne']: got 1, expected 0"),  # no normalisation
+            (
+                lambda lls, cs: _best([ll / (len(c.encode()) + 1) for ll, c in zip(lls, cs, strict=True)]),
+                "'Tórshavn'",
+            ),  # the space
+        ],
+        "resample": [
+            (lambda o, rng: rng.sample(o, len(o)), "a permutation of the data: draw WITH replacement"),
+            (lambda o, rng: rng.choices(o, k=len(o) // 2), "expected 20 values, got 10"),
+            (lambda o, rng: random_module.Random(0).choices(o, k=len(o)), "draw with the rng given"),
+        ],
+    }
+)
+ALTERNATIVES.update(
+    {
+        "continuation_logprob": [
+            lambda lp, ids, n: lp[: -0 or None].gather(1, torch.tensor(ids[1:])[:, None])[n - 1 :].sum().item()
+        ],
+        "acc_bytes": [
+            lambda lls, cs: int(torch.tensor([ll / len(c.encode()) for ll, c in zip(lls, cs, strict=True)]).argmax())
+        ],
+        "resample": [lambda o, rng: [rng.choice(o) for _ in o]],
+    }
+)
