@@ -28,7 +28,7 @@ $(STAMP): requirements.txt
 smollm2: $(STAMP)
 	$(PY) -m helpers.tools.smollm2
 
-## make run: execute notebooks 01..14 in order into build/ (notebooks + HTML) and print a summary;
+## make run: execute the notebooks in order into build/ (notebooks + HTML) and print a summary;
 ## CHECKPOINT=DIR runs them on another checkpoint, e.g. CHECKPOINT=models/SmolLM2-135M-Instruct/original
 run: $(STAMP) smollm2
 	$(if $(CHECKPOINT),LLAMA_CHECKPOINT=$(abspath $(CHECKPOINT))) $(PY) -m helpers.tools.book run
