@@ -177,7 +177,7 @@ def score_choices(
     return results
 
 
-def argmax(values: Sequence[float]) -> int:
+def first_argmax(values: Sequence[float]) -> int:
     """Index of the largest value, the first one on a tie (as ``numpy.argmax``)."""
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
@@ -193,13 +193,13 @@ def predict(result: dict, choices: Sequence[str], norm: str = "none") -> int:
     """
     lls = result["loglikelihoods"]
     if norm == "none":
-        return argmax(lls)
+        return first_argmax(lls)
     if norm == "chars":
-        return argmax([ll / len(c) for ll, c in zip(lls, choices, strict=True)])
+        return first_argmax([ll / len(c) for ll, c in zip(lls, choices, strict=True)])
     if norm == "bytes":
-        return argmax([ll / len(c.encode("utf-8")) for ll, c in zip(lls, choices, strict=True)])
+        return first_argmax([ll / len(c.encode("utf-8")) for ll, c in zip(lls, choices, strict=True)])
     if norm == "tokens":
-        return argmax([ll / n for ll, n in zip(lls, result["n_tokens"], strict=True)])
+        return first_argmax([ll / n for ll, n in zip(lls, result["n_tokens"], strict=True)])
     raise ValueError(f"norm must be one of none, chars, bytes, tokens (got {norm!r})")
 
 
