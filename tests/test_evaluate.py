@@ -239,3 +239,25 @@ def test_readme_lists_exactly_the_bad_inputs_to_evaluate_tested():
     section = text.split("### Bad input to `evaluate`", 1)[1].split("\n#", 1)[0]
     rows = [(a.strip(), b.strip()) for a, b in re.findall(r"^\| (.+?) \| `error: (.+?)` \|$", section, re.M)]
     assert rows == [(what, message) for what, _, message in BAD_INPUTS]
+
+
+def test_a_file_created_while_the_output_is_written_is_left_alone(tmp_path):
+    """--out without --force: the final step is a hard link, which the kernel refuses onto any
+    existing name, so a file that appears while the results are written is never replaced."""
+    from helpers.files import TargetExists, atomic_write
+
+    out = tmp_path / "result.json"
+
+    def write(f):
+        out.write_text("someone else's")
+        f.write(b"{}")
+
+    with pytest.raises(TargetExists, match="exists: choose another name, or pass --force"):
+        atomic_write(out, write, "--out", replace=False)
+    assert out.read_text() == "someone else's" and [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(TargetExists):
+        atomic_write(tmp_path / "dangling.json", lambda f: f.write(b"{}"), "--out", replace=False)
+    assert not (tmp_path / "nowhere").exists()
+    atomic_write(tmp_path / "new.json", lambda f: f.write(b"{}"), "--out", replace=False)
+    assert (tmp_path / "new.json").read_bytes() == b"{}"
