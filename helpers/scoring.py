@@ -300,6 +300,23 @@ def greedy_answer(
     return text.strip()
 
 
+def exact_match_outcomes(
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    tok: Tokenizer,
+    items: Sequence[dict],
+    max_new_tokens: int = 16,
+    until: Sequence[str] = ("\n", "."),
+) -> tuple[list[int], list[str]]:
+    """Multiple-choice items asked as open questions: the greedy answer to each question, and
+    1 where it equals the right choice (``exact_match``), else 0. Returns (outcomes, answers).
+
+    Harder than picking among choices: the model must produce the answer, not only prefer it."""
+    answers = [greedy_answer(sd, cfg, tok, item["question"], max_new_tokens, until) for item in items]
+    outcomes = [exact_match(a, item["choices"][item["answer"]]) for a, item in zip(answers, items, strict=True)]
+    return outcomes, answers
+
+
 # --- how far a score can be trusted -----------------------------------------------------------
 
 

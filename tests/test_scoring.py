@@ -144,6 +144,9 @@ def test_exact_match_normalises_case_punctuation_and_articles(tiny):
     assert scoring.exact_match("Paris", "Lyon") == 0
     sd, cfg, tok = tiny
     assert scoring.greedy_answer(sd, cfg, tok, "The capital of France is") == "Paris"
+    items = [i for i in tasks.country_items("currencies") if i["country"] in ("France", "Japan")]
+    outcomes, answers = scoring.exact_match_outcomes(sd, cfg, tok, items)
+    assert answers == ["Euro", "Yen"] and outcomes == [1, 1]
 
 
 def test_standard_error_is_lm_evals_sample_formula():
@@ -240,6 +243,9 @@ def test_country_items_are_four_choices_from_the_same_field():
             assert set(item["choices"]) <= values
         golds = [item["answer"] for item in items]
         assert len(set(golds)) == 4  # the right answer is not always in one place
+    other = tasks.country_items("capitals", prompt="Q: What is the capital of {c.name}?\nA:")
+    assert other[0]["question"] == "Q: What is the capital of Afghanistan?\nA:"
+    assert [i | {"question": ""} for i in other] == [i | {"question": ""} for i in tasks.country_items("capitals")]
     france = next(i for i in tasks.country_items("currencies") if i["country"] == "France")
     assert france["question"] == "The currency of France is the" and france["choices"][france["answer"]] == "Euro"
 
