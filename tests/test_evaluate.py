@@ -73,6 +73,7 @@ def test_the_output_file_holds_the_metrics_of_its_items(tmp_path, capsys, tiny):
         assert metric["value"] == sum(outcomes) / len(outcomes)
         assert math.isclose(metric["stderr"], scoring.mean_stderr(outcomes)[1], rel_tol=1e-12)
         assert metric["interval"] == list(scoring.bootstrap_interval(outcomes))
+        assert metric["wilson"] == list(scoring.wilson_interval(outcomes))
         assert f"{name:<14} {metric['value']:.4f} ± {metric['stderr']:.4f}" in stdout
     assert acc != norm  # "North America" and "South America": the two scores differ on these items
     # the log-likelihoods are the library's

@@ -175,6 +175,18 @@ def test_bootstrap_resamples_with_replacement_and_is_seeded():
     assert scoring.percentile_interval(list(range(1000)), 0.9) == (50, 949)
 
 
+def test_wilson_interval_does_not_collapse_at_all_right():
+    lo, hi = scoring.wilson_interval([1] * 246)
+    assert hi == 1.0 and math.isclose(lo, 246 / (246 + 1.96**2), rel_tol=1e-12)  # the closed form at p = 1
+    assert scoring.bootstrap_interval([1] * 246) == (1, 1) and scoring.mean_stderr([1] * 246)[1] == 0
+    lo, hi = scoring.wilson_interval([0] * 10)
+    assert lo == 0.0 and math.isclose(hi, 1.96**2 / (10 + 1.96**2), rel_tol=1e-12)
+    half = [0, 1] * 500  # near p = 0.5 and large n: about +- 1.96 standard errors
+    lo, hi = scoring.wilson_interval(half)
+    mean, stderr = scoring.mean_stderr(half)
+    assert abs((hi - lo) / 2 - 1.96 * stderr) < 1e-3 and math.isclose((lo + hi) / 2, mean)
+
+
 def test_paired_comparison_uses_the_per_item_differences():
     rng = random.Random(0)
     easy = [rng.random() < 0.7 for _ in range(200)]

@@ -356,14 +356,16 @@ def task_items(args) -> tuple[list[dict], list[dict]]:
 
 
 def metric_entry(outcomes: list[float]) -> dict:
-    """{"value", "stderr", "interval"} of a mean of outcomes (JSON: null where undefined)."""
-    from ..scoring import bootstrap_interval, mean_stderr
+    """{"value", "stderr", "interval" (bootstrap), "wilson"} of a mean of 0/1 outcomes (JSON: null
+    where undefined)."""
+    from ..scoring import bootstrap_interval, mean_stderr, wilson_interval
 
     value, stderr = mean_stderr(outcomes)
     return {
         "value": value,
         "stderr": None if math.isnan(stderr) else stderr,
         "interval": list(bootstrap_interval(outcomes)),
+        "wilson": list(wilson_interval(outcomes)),
     }
 
 
@@ -371,7 +373,10 @@ def show_metrics(metrics: dict[str, dict], indent: str = "  ") -> None:
     for name, m in metrics.items():
         stderr = "n/a" if m["stderr"] is None else f"{m['stderr']:.4f}"
         lo, hi = m["interval"]
-        print(f"{indent}{name:<14} {m['value']:.4f} ± {stderr} (stderr)   95% bootstrap interval [{lo:.4f}, {hi:.4f}]")
+        line = f"{indent}{name:<14} {m['value']:.4f} ± {stderr} (stderr)   95% bootstrap interval [{lo:.4f}, {hi:.4f}]"
+        if lo == hi:  # all right or all wrong: resampling cannot vary the mean, Wilson's interval still can
+            line += f"   (Wilson [{m['wilson'][0]:.4f}, {m['wilson'][1]:.4f}])"
+        print(line)
 
 
 def cmd_evaluate(args) -> int:
