@@ -382,7 +382,7 @@ def show_metrics(metrics: dict[str, dict], indent: str = "  ") -> None:
 def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from ..scoring import bits_per_byte, choice_outcomes, score_choices
+    from ..scoring import bits_per_byte, choice_outcomes, choice_requests, encode_pair, score_choices
 
     if args.shots < 0:
         raise ValueError(f"--shots must be >= 0 (got {args.shots})")
@@ -409,13 +409,20 @@ def cmd_evaluate(args) -> int:
     ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
     cfg = ModelConfig.from_json(ckpt_dir)
     tok = Tokenizer.load(ckpt_dir)
+    # text this tokenizer cannot encode is refused before the weights are read
+    if is_bpb:
+        n_text_tokens = len(tok.encode(text, bos=False))
+    else:
+        for item in items:
+            for context, continuation in choice_requests(item):
+                encode_pair(tok, context, continuation)
     check_memory(cfg, 1, 0, torch.float32, extra=4 * cfg.n_parameters)
     cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
     checkpoint = display_path(ckpt_dir)
     print(f"# checkpoint: {checkpoint}", file=sys.stderr)
     report: dict = {"task": args.task if is_bpb else display_path(args.task), "checkpoint": checkpoint}
     if is_bpb:
-        with tqdm(total=len(tok.encode(text, bos=False)), desc=BITS_PER_BYTE, unit="tok", file=sys.stderr) as bar:
+        with tqdm(total=n_text_tokens, desc=BITS_PER_BYTE, unit="tok", file=sys.stderr) as bar:
             result = bits_per_byte(sd, cfg, tok, text, progress=bar.update)
         print(
             f"{BITS_PER_BYTE} of {source}: {result['n_bytes']:,} bytes, {result['n_tokens']:,} tokens predicted "
