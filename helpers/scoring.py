@@ -453,7 +453,7 @@ def bits_per_byte(
     sd: dict[str, torch.Tensor],
     cfg: ModelConfig,
     tok: Tokenizer,
-    text: str,
+    text: str | Sequence[str],
     window: int | None = None,
     stride: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -462,22 +462,31 @@ def bits_per_byte(
     would spend, sum over tokens of -log2 p(token | before), divided by the text's UTF-8 bytes.
 
     Unlike perplexity per token, it does not depend on the tokenizer: a model with longer
-    tokens predicts fewer, harder tokens for the same text. Returns {"bits_per_byte",
-    "perplexity" (per token: exp of the mean negative log-likelihood), "nll" (nats, summed),
-    "n_tokens" (predicted), "n_bytes", "window", "stride"}. Windows and ``progress`` as in
+    tokens predicts fewer, harder tokens for the same text. ``text`` may be a list of
+    documents, each read from its own document-start token: then all their bits over all
+    their bytes (lm-eval's aggregate). Returns {"bits_per_byte", "perplexity" (per token: exp
+    of the mean negative log-likelihood), "nll" (nats, summed), "n_tokens" (predicted),
+    "n_bytes", "n_documents", "window", "stride"}. Windows and ``progress`` as in
     ``token_logprobs``.
     """
+    documents = [text] if isinstance(text, str) else list(text)
+    if not documents:
+        raise ValueError("no documents: there is nothing to score")
     window = min(cfg.max_seq_len, 2048) if window is None else window
     stride = window // 2 if stride is None else stride
-    _, logprobs = token_logprobs(sd, cfg, tok, text, window, stride, progress)
-    nll = -float(logprobs.sum())
-    n_bytes = len(text.encode("utf-8"))
+    nll, n_tokens, n_bytes = 0.0, 0, 0
+    for document in documents:
+        _, logprobs = token_logprobs(sd, cfg, tok, document, window, stride, progress)
+        nll -= float(logprobs.sum())
+        n_tokens += len(logprobs)
+        n_bytes += len(document.encode("utf-8"))
     return {
         "bits_per_byte": nll / math.log(2) / n_bytes,
-        "perplexity": math.exp(nll / len(logprobs)),
+        "perplexity": math.exp(nll / n_tokens),
         "nll": nll,
-        "n_tokens": len(logprobs),
+        "n_tokens": n_tokens,
         "n_bytes": n_bytes,
+        "n_documents": len(documents),
         "window": window,
         "stride": stride,
     }

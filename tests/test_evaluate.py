@@ -120,6 +120,18 @@ def test_bits_per_byte_of_a_text_file(tmp_path, capsys, tiny):
     assert f"bits_per_byte  {want['bits_per_byte']:.4f}" in stdout
 
 
+def test_bits_per_byte_of_the_corpus_reads_one_document_per_country(tmp_path, capsys, monkeypatch, tiny):
+    from helpers import corpus
+
+    two = corpus.load_countries()[:2]
+    monkeypatch.setattr(corpus, "load_countries", lambda: two)
+    out = tmp_path / "bpb.json"
+    assert run(["--task", "bits-per-byte", "--out", str(out)], capsys)[0] == 0
+    report = json.loads(out.read_text())
+    want = scoring.bits_per_byte(*tiny, [" ".join(corpus.sentences(c)) for c in two])
+    assert report["n_documents"] == 2 and report["metrics"]["bits_per_byte"]["value"] == want["bits_per_byte"]
+
+
 def bad_line(t: Path, line: str) -> list[str]:
     path = t / "task.jsonl"
     path.write_text(json.dumps(ITEMS[0]) + "\n" + line + "\n")

@@ -234,6 +234,18 @@ def test_bits_per_byte_scores_every_token_once_whatever_the_windows(tiny):
         scoring.bits_per_byte(sd, cfg, tok, "")
 
 
+def test_bits_per_byte_of_documents_is_all_their_bits_over_all_their_bytes(tiny):
+    sd, cfg, tok = tiny
+    documents = ["The capital of France is Paris.", "Kenya is a country in Africa."]
+    each = [scoring.bits_per_byte(sd, cfg, tok, d) for d in documents]
+    both = scoring.bits_per_byte(sd, cfg, tok, documents)
+    assert both["n_documents"] == 2 and both["n_tokens"] == sum(r["n_tokens"] for r in each)
+    assert both["nll"] == sum(r["nll"] for r in each) and both["n_bytes"] == sum(r["n_bytes"] for r in each)
+    assert math.isclose(both["bits_per_byte"], both["nll"] / math.log(2) / both["n_bytes"], rel_tol=1e-12)
+    with pytest.raises(ValueError, match="no documents"):
+        scoring.bits_per_byte(sd, cfg, tok, [])
+
+
 def test_bits_per_byte_without_bos_starts_at_end_of_text(tiny, no_bos_tokenizer):
     sd, cfg, _ = tiny
     ids, logprobs = scoring.token_logprobs(sd, cfg, no_bos_tokenizer, "Paris is the capital of France.")

@@ -399,11 +399,13 @@ def cmd_evaluate(args) -> int:
             refuse_existing(args.out, "--out")
     if is_bpb:
         if args.text is not None:
-            text, source = read_text(args.text), display_path(args.text)
+            text, source = read_text(args.text), display_path(args.text)  # one document
         else:
-            from ..corpus import corpus_text, load_countries
+            from ..corpus import load_countries, sentences
 
-            text, source = corpus_text(load_countries()), "the book's corpus (helpers.corpus.corpus_text)"
+            # one document per country, as the model was trained (each from its own BOS)
+            text = [" ".join(sentences(c)) for c in load_countries()]
+            source = "the book's corpus (every sentence once, one document per country)"
     else:
         items, all_items = task_items(args)
     ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
@@ -411,7 +413,9 @@ def cmd_evaluate(args) -> int:
     tok = Tokenizer.load(ckpt_dir)
     # text this tokenizer cannot encode is refused before the weights are read
     if is_bpb:
-        n_text_tokens = len(tok.encode(text, bos=False))
+        n_text_tokens = sum(
+            len(tok.encode(document, bos=False)) for document in ([text] if isinstance(text, str) else text)
+        )
     else:
         for item in items:
             for context, continuation in choice_requests(item):
@@ -437,7 +441,7 @@ def cmd_evaluate(args) -> int:
                 "bits_per_byte": {"value": result["bits_per_byte"], "stderr": None},
                 "perplexity": {"value": result["perplexity"], "stderr": None},
             },
-        } | {key: result[key] for key in ("nll", "n_tokens", "n_bytes", "window", "stride")}
+        } | {key: result[key] for key in ("nll", "n_tokens", "n_bytes", "n_documents", "window", "stride")}
     else:
         with tqdm(
             total=sum(len(item["choices"]) for item in items), desc=f"evaluate {args.task}", file=sys.stderr
