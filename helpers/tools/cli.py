@@ -456,14 +456,16 @@ def task_items(args) -> tuple[list[dict], list[dict]]:
 
 
 def metric_entry(outcomes: list[float]) -> dict:
-    """{"value", "stderr", "interval"} of a mean of outcomes (JSON: null where undefined)."""
-    from ..scoring import bootstrap_interval, mean_stderr
+    """{"value", "stderr", "interval" (bootstrap), "wilson"} of a mean of 0/1 outcomes (JSON: null
+    where undefined)."""
+    from ..scoring import bootstrap_interval, mean_stderr, wilson_interval
 
     value, stderr = mean_stderr(outcomes)
     return {
         "value": value,
         "stderr": None if math.isnan(stderr) else stderr,
         "interval": list(bootstrap_interval(outcomes)),
+        "wilson": list(wilson_interval(outcomes)),
     }
 
 
@@ -471,13 +473,16 @@ def show_metrics(metrics: dict[str, dict], indent: str = "  ") -> None:
     for name, m in metrics.items():
         stderr = "n/a" if m["stderr"] is None else f"{m['stderr']:.4f}"
         lo, hi = m["interval"]
-        print(f"{indent}{name:<14} {m['value']:.4f} ± {stderr} (stderr)   95% bootstrap interval [{lo:.4f}, {hi:.4f}]")
+        line = f"{indent}{name:<14} {m['value']:.4f} ± {stderr} (stderr)   95% bootstrap interval [{lo:.4f}, {hi:.4f}]"
+        if lo == hi:  # all right or all wrong: resampling cannot vary the mean, Wilson's interval still can
+            line += f"   (Wilson [{m['wilson'][0]:.4f}, {m['wilson'][1]:.4f}])"
+        print(line)
 
 
 def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from ..scoring import bits_per_byte, choice_outcomes, score_choices
+    from ..scoring import bits_per_byte, choice_outcomes, choice_requests, encode_pair, score_choices
 
     if args.shots < 0:
         raise ValueError(f"--shots must be >= 0 (got {args.shots})")
@@ -494,23 +499,34 @@ def cmd_evaluate(args) -> int:
             refuse_existing(args.out, "--out")
     if is_bpb:
         if args.text is not None:
-            text, source = read_text(args.text), display_path(args.text)
+            text, source = read_text(args.text), display_path(args.text)  # one document
         else:
-            from ..corpus import corpus_text, load_countries
+            from ..corpus import load_countries, sentences
 
-            text, source = corpus_text(load_countries()), "the book's corpus (helpers.corpus.corpus_text)"
+            # one document per country, as the model was trained (each from its own BOS)
+            text = [" ".join(sentences(c)) for c in load_countries()]
+            source = "the book's corpus (every sentence once, one document per country)"
     else:
         items, all_items = task_items(args)
     ckpt_dir = resolve_checkpoint_dir(args.checkpoint)
     cfg = ModelConfig.from_json(ckpt_dir)
     tok = Tokenizer.load(ckpt_dir)
+    # text this tokenizer cannot encode is refused before the weights are read
+    if is_bpb:
+        n_text_tokens = sum(
+            len(tok.encode(document, bos=False)) for document in ([text] if isinstance(text, str) else text)
+        )
+    else:
+        for item in items:
+            for context, continuation in choice_requests(item):
+                encode_pair(tok, context, continuation)
     check_memory(cfg, 1, 0, torch.float32, extra=4 * cfg.n_parameters)
     cfg, sd = load_checkpoint(ckpt_dir, dtype=torch.float32)
     checkpoint = display_path(ckpt_dir)
     print(f"# checkpoint: {checkpoint}", file=sys.stderr)
     report: dict = {"task": args.task if is_bpb else display_path(args.task), "checkpoint": checkpoint}
     if is_bpb:
-        with tqdm(total=len(tok.encode(text, bos=False)), desc=BITS_PER_BYTE, unit="tok", file=sys.stderr) as bar:
+        with tqdm(total=n_text_tokens, desc=BITS_PER_BYTE, unit="tok", file=sys.stderr) as bar:
             result = bits_per_byte(sd, cfg, tok, text, progress=bar.update)
         print(
             f"{BITS_PER_BYTE} of {source}: {result['n_bytes']:,} bytes, {result['n_tokens']:,} tokens predicted "
@@ -525,7 +541,7 @@ def cmd_evaluate(args) -> int:
                 "bits_per_byte": {"value": result["bits_per_byte"], "stderr": None},
                 "perplexity": {"value": result["perplexity"], "stderr": None},
             },
-        } | {key: result[key] for key in ("nll", "n_tokens", "n_bytes", "window", "stride")}
+        } | {key: result[key] for key in ("nll", "n_tokens", "n_bytes", "n_documents", "window", "stride")}
     else:
         with tqdm(
             total=sum(len(item["choices"]) for item in items), desc=f"evaluate {args.task}", file=sys.stderr
