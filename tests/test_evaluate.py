@@ -62,9 +62,9 @@ def test_the_output_file_holds_the_metrics_of_its_items(tmp_path, capsys, tiny):
         assert scored["gold"] == item["answer"] and len(scored["loglikelihoods"]) == len(item["choices"])
     # acc is the mean of argmax == gold; acc_norm divides by the choice's characters (lm-eval's)
     lls = [s["loglikelihoods"] for s in report["items"]]
-    acc = [int(scoring.first_argmax(ll) == i["answer"]) for ll, i in zip(lls, ITEMS, strict=True)]
+    acc = [int(scoring.index_of_max(ll) == i["answer"]) for ll, i in zip(lls, ITEMS, strict=True)]
     norm = [
-        int(scoring.first_argmax([x / len(c) for x, c in zip(ll, i["choices"], strict=True)]) == i["answer"])
+        int(scoring.index_of_max([x / len(c) for x, c in zip(ll, i["choices"], strict=True)]) == i["answer"])
         for ll, i in zip(lls, ITEMS, strict=True)
     ]
     for name, outcomes in [("acc", acc), ("acc_norm", norm)]:

@@ -101,7 +101,7 @@ def test_predict_follows_lm_evals_normalisations():
     assert scoring.predict(result, choices, "chars") == 1  # -1, -0.5, -0.5 per character: the first of two
     assert scoring.predict(result, choices, "bytes") == 2  # -1, -0.5, -0.45 per byte
     assert scoring.predict(result, choices, "tokens") == 2  # -1, -4, -0.5 per token
-    assert scoring.first_argmax([1.0, 3.0, 3.0]) == 1  # ties: the first, as numpy.argmax
+    assert scoring.index_of_max([1.0, 3.0, 3.0]) == 1  # ties: the first, as numpy.argmax
     with pytest.raises(ValueError, match="norm must be one of"):
         scoring.predict(result, choices, "words")
     outcomes = scoring.choice_outcomes([result], [{"choices": choices}])
