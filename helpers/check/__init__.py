@@ -8,7 +8,11 @@ answer (the book's function, a formula, or a property the answer must have):
 
 - right on every case: one line starting with ✓, with the largest difference seen;
 - not written yet (your function still raises NotImplementedError): one line saying so;
-- wrong: an AssertionError naming the case that failed and what differs.
+- wrong: one line starting with ✗ that names the case that failed and what differs (an
+  exception your function raised: its type and message, and the case it was running).
+
+A check never raises, so every check of a cell runs and reports. (Each check's unwrapped
+version, ``check.rms_norm.__wrapped__``, raises an AssertionError instead: the tests use it.)
 
 The solutions a teacher can hand out later live in ``notebooks/solutions/``;
 ``make solutions`` runs each of them through these same checks.
@@ -30,7 +34,7 @@ from .ch10_quantization import block_errors, int8_rows, nf4_block
 from .ch11_mixture_of_experts import experts_touched, load_balance, moe_route
 from .ch12_training import adamw_step, cross_entropy, lr_schedule
 from .ch13_transformers import hf_names, llama_config_fields, rotate_half_rows
-from .ch14_real_model import chatml, q4_1_blocks, q8_0_blocks
+from .ch14_real_model import chatml, params_json, q4_1_blocks, q8_0_blocks
 
 __all__ = [
     "bpe",
@@ -75,4 +79,5 @@ __all__ = [
     "q8_0_blocks",
     "q4_1_blocks",
     "chatml",
+    "params_json",
 ]
