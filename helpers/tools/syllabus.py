@@ -3,10 +3,12 @@
 A chapter's reading time is its size read at 120 words of prose and 8 lines of code a minute:
 every word of its Markdown cells, every line of its code cells (the definitions a cell shows
 from helpers/ included, blank lines too). Sections whose heading starts with ``## Optional``
-are timed apart. The course plan adds 15 minutes per exercise a week assigns.
+are timed apart. The course plan adds 15 minutes per exercise a week assigns (those it
+lists after "optional" are extra), and a week holds at most about 2.5 hours of both.
 
     python -m helpers.tools.syllabus            # each chapter's words, code lines and minutes
     python -m helpers.tools.syllabus --check    # exit 1 naming each time SYLLABUS.md misstates
+    python -m helpers.tools.syllabus --write    # put the computed times into SYLLABUS.md's table
 """
 
 from __future__ import annotations
@@ -50,19 +52,15 @@ def chapter_size(path: Path) -> tuple[Size, Size]:
     core, optional, in_optional = Size(), Size(), False
     for cell in cells:
         source = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            headings = [line for line in source.splitlines() if line.startswith("## ")]
-            if headings:
-                in_optional = headings[-1].startswith(OPTIONAL)
-            part = Size(words=len(source.split()))
+        if cell["cell_type"] == "markdown":  # a cell may hold several sections: each line goes to its own
+            for line in source.splitlines():
+                if line.startswith("## "):
+                    in_optional = line.startswith(OPTIONAL)
+                words = Size(words=len(line.split()))
+                optional, core = (optional + words, core) if in_optional else (optional, core + words)
         elif cell["cell_type"] == "code":
-            part = Size(code_lines=len(source.splitlines()))
-        else:
-            continue
-        if in_optional:
-            optional += part
-        else:
-            core += part
+            lines = Size(code_lines=len(source.splitlines()))
+            optional, core = (optional + lines, core) if in_optional else (optional, core + lines)
     return core, optional
 
 
@@ -105,7 +103,8 @@ def problems(text: str | None = None) -> list[str]:
         if stated.get(number) != want:
             found.append(f"chapter {number}: SYLLABUS.md says {stated.get(number)!r}, the formula gives {want!r}")
     for row in table_rows(text, "week"):
-        week, numbers, assigned = row[0], re.findall(r"\b\d\d\b", row[1]), row[3]
+        week, numbers = row[0], re.findall(r"\b\d\d\b", row[1])
+        assigned = row[3].split("optional", 1)[0]  # exercises named after "optional" are extra
         reading = sum(sizes[n][0].minutes for n in numbers if n in sizes)
         exercises = len(re.findall(r"`\w+`", assigned)) * MINUTES_PER_EXERCISE
         if reading + exercises > MAX_WEEK_MINUTES:
@@ -116,10 +115,29 @@ def problems(text: str | None = None) -> list[str]:
     return found
 
 
+def with_times(text: str) -> str:
+    """SYLLABUS.md with the 'read' column of its chapter table (the one headed ``| # |``) set to the
+    computed times."""
+    sizes = {number: chapter_size(path) for number, path in chapters().items()}
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
+    for i in range(start + 2, len(lines)):
+        cells = lines[i].split("|")
+        if not lines[i].startswith("|"):
+            break
+        if cells[1].strip() in sizes:
+            cells[4] = f" {stated_time(*sizes[cells[1].strip()])} "
+            lines[i] = "|".join(cells)
+    return "".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with notebooks/SYLLABUS.md")
+    parser.add_argument("--write", action="store_true", help="write the computed times into notebooks/SYLLABUS.md")
     args = parser.parse_args(argv)
+    if args.write:
+        SYLLABUS.write_text(with_times(SYLLABUS.read_text(encoding="utf-8")), encoding="utf-8")
     if args.check:
         found = problems()
         for line in found:
