@@ -53,6 +53,8 @@ def attention_weights(tokens: torch.Tensor, sd: dict[str, torch.Tensor], cfg: Mo
             terms = cfg.dim + cfg.head_dim + n + cfg.n_heads * cfg.head_dim
             worst, tol = (mixed - own).abs().max().item(), float32_tolerance(terms, own.abs().max().item())
             if worst > tol:
-                raise ProbeError(f"block {layer}: the recomputed weights give its output only to {worst:.1e} (> {tol:.1e})")
+                raise ProbeError(
+                    f"block {layer}: the recomputed weights give its output only to {worst:.1e} (> {tol:.1e})"
+                )
             out.append(weights)
     return torch.stack(out)
