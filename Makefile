@@ -86,9 +86,10 @@ solutions: $(STAMP) smollm2
 student: $(STAMP)
 	$(PY) -m helpers.tools.student $(if $(FORCE),--force)
 
-## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence)
+## make weights: download Meta's original Llama-3.2-1B files (needs HF_TOKEN and an accepted licence);
+## MODEL=meta-llama/Llama-3.2-1B-Instruct fetches that repository into models/Llama-3.2-1B-Instruct/original
 weights: $(STAMP)
-	$(PY) -m helpers.tools.weights
+	$(PY) -m helpers.tools.weights $(if $(MODEL),--repo-id $(MODEL))
 
 ## make bench: decode speed (from scratch vs transformers vs the memory-bandwidth roofline) -> build/bench/
 bench: $(STAMP) smollm2

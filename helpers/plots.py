@@ -119,26 +119,24 @@ def pipeline(
         "ffn": f"hidden ({n}, {cfg.ffn_hidden_dim})",
         "lm_head": "tied to the\nembedding",
     } | notes
-    fig, ax = plt.subplots(figsize=(12, 2.5))
-    width, gap, y = 0.74, 0.62, 0.0
-    xs = [i * (width + gap) for i in range(len(_PIPELINE))]
-    block = [x for x, (_, _, inside) in zip(xs, _PIPELINE, strict=True) if inside]
+    fig, ax = plt.subplots(figsize=(12, 2.9))
+    # each box as wide as its label needs at a readable size; the "+" of a residual is narrow
+    slots = [0.45 if label == "+" else 0.7 + 0.075 * max(map(len, label.split("\n"))) for _, label, _ in _PIPELINE]
+    gap, y = 0.5, 0.0
+    xs = [sum(slots[:i]) + i * gap for i in range(len(_PIPELINE))]
+    inside = [i for i, (_, _, inner) in enumerate(_PIPELINE) if inner]
+    left_end, right_end = xs[inside[0]], xs[inside[-1]] + slots[inside[-1]]
     ax.add_patch(
-        plt.Rectangle(
-            (block[0] - 0.18, -0.95), block[-1] - block[0] + width + 0.36, 2.1, fill=False, ls="--", lw=1, ec="0.45"
-        )
+        plt.Rectangle((left_end - 0.18, -0.95), right_end - left_end + 0.36, 2.1, fill=False, ls="--", lw=1, ec="0.45")
     )
-    ax.text(
-        block[-1] + width + 0.1, -0.9, f"× L = {cfg.n_layers} blocks", fontsize=8, color="0.35", ha="right", va="bottom"
-    )
-    for x, (key, label, _) in zip(xs, _PIPELINE, strict=True):
+    ax.text(right_end + 0.1, -0.9, f"× L = {cfg.n_layers} blocks", fontsize=9, color="0.35", ha="right", va="bottom")
+    for x, slot, (key, label, _) in zip(xs, slots, _PIPELINE, strict=True):
         on = key in highlight
         small = label == "+"
-        box_w = 0.36 if small else width
-        left = x + (width - box_w) / 2
+        box_w = 0.36 if small else slot
         ax.add_patch(
             plt.Rectangle(
-                (left, y - 0.3),
+                (x + (slot - box_w) / 2, y - 0.3),
                 box_w,
                 0.6,
                 color="#f4a261" if on else "#e9ecef",
@@ -147,31 +145,34 @@ def pipeline(
             )
         )
         ax.text(
-            x + width / 2,
+            x + slot / 2,
             y,
             label,
             ha="center",
             va="center",
-            fontsize=9 if small else 7.5,
+            fontsize=11 if small else 8.5,
             weight="bold" if on else None,
         )
         if key in under:
-            ax.text(x + width / 2, y - 0.42, under[key], ha="center", va="top", fontsize=6.2, color="0.25")
-    for (x0, (key, _, _)), x1 in zip(zip(xs, _PIPELINE, strict=True), xs[1:], strict=False):
-        ax.annotate("", xy=(x1, y), xytext=(x0 + width, y), arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.3"})
-        if shapes[key]:
-            ax.text((x0 + width + x1) / 2, y + 0.36, shapes[key], ha="center", va="bottom", fontsize=6.2, color="0.2")
+            ax.text(x + slot / 2, y - 0.42, under[key], ha="center", va="top", fontsize=7.8, color="0.25")
+    for x0, slot, (key, _, _), x1 in zip(xs, slots, _PIPELINE, xs[1:], strict=False):
+        ax.annotate("", xy=(x1, y), xytext=(x0 + slot, y), arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.3"})
+        if shapes[key]:  # on a white ground: a residual connection leaves from under some of these labels
+            ax.text(
+                (x0 + slot + x1) / 2, y + 0.36, shapes[key], ha="center", va="bottom", fontsize=7.8, color="0.2",
+                bbox={"fc": "white", "ec": "none", "pad": 0.6}, zorder=3,
+            )  # fmt: skip
     for start, plus in (("norm1", "add1"), ("norm2", "add2")):  # the residual connections skip each sub-layer
         i, j = (
             next(k for k, p in enumerate(_PIPELINE) if p[0] == start),
             next(k for k, p in enumerate(_PIPELINE) if p[0] == plus),
         )
-        x0, x1 = xs[i] - gap / 2, xs[j] + width / 2
+        x0, x1 = xs[i] - gap / 2, xs[j] + slots[j] / 2
         ax.plot([x0, x0, x1, x1], [y, y + 0.78, y + 0.78, y + 0.3], color="#2a9d8f", lw=1)
-    ax.text(xs[3], y + 0.84, "residual stream", fontsize=6.2, color="#2a9d8f")
-    ax.set_xlim(-0.2, xs[-1] + width + 0.2)
-    ax.set_ylim(-1.05, 1.15)
+    ax.text(xs[3], y + 0.84, "residual stream", fontsize=7.8, color="#2a9d8f")
+    ax.set_xlim(-0.2, xs[-1] + slots[-1] + 0.2)
+    ax.set_ylim(-1.05, 1.2)
     ax.axis("off")
     if title:
-        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_title(title, fontsize=11, loc="left")
     return fig

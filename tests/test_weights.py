@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def build_hf_cache(cache: Path, cfg: ModelConfig) -> Path:
+def build_hf_cache(cache: Path, cfg: ModelConfig, repo_id: str = "meta-llama/Llama-3.2-1B") -> Path:
     """The layout huggingface_hub itself writes: blobs, a snapshot per commit, refs/main."""
-    repo = cache / "models--meta-llama--Llama-3.2-1B"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / COMMIT / "original"
     save_checkpoint(snapshot, cfg, random_state_dict(cfg, seed=31))
     (repo / "refs").mkdir(parents=True)
@@ -48,6 +48,28 @@ def test_download_from_local_cache(tmp_path):
     assert got_cfg == cfg
     _, ref = load_checkpoint(snapshot)
     assert all(torch.equal(sd[k], ref[k]) for k in ref)
+
+
+def test_the_model_is_chosen_by_make_weights_model(tmp_path):
+    """make weights MODEL=meta-llama/Llama-3.2-1B-Instruct fetches that repository (the cache holds
+    only it, so the base model's files cannot stand in), by default into models/Llama-3.2-1B-Instruct."""
+    from helpers.checkpoint import MODELS_DIR
+    from helpers.tools.weights import default_dest
+
+    instruct = "meta-llama/Llama-3.2-1B-Instruct"
+    cfg = ModelConfig(dim=32, n_layers=3, n_heads=4, n_kv_heads=1, vocab_size=64, multiple_of=16)
+    snapshot = build_hf_cache(tmp_path / "cache", cfg, repo_id=instruct)
+    result = run_weights(tmp_path, tmp_path / "cache", "--repo-id", instruct)
+    assert result.returncode == 0, result.stderr
+    got_cfg, sd = load_checkpoint(tmp_path / "dest" / "original")
+    assert got_cfg == cfg and (tmp_path / "dest" / "original" / "params.json").resolve().parent == snapshot
+    assert run_weights(tmp_path, tmp_path / "cache").returncode == 1  # the base model is not in this cache
+    assert default_dest(instruct) == MODELS_DIR / "Llama-3.2-1B-Instruct"
+    assert default_dest("meta-llama/Llama-3.2-1B") == MODELS_DIR / "Llama-3.2-1B"
+    dry = subprocess.run(["make", "-n", "weights", f"MODEL={instruct}"], cwd=ROOT, capture_output=True, text=True)
+    assert f"-m helpers.tools.weights --repo-id {instruct}" in dry.stdout, dry.stdout + dry.stderr
+    dry = subprocess.run(["make", "-n", "weights"], cwd=ROOT, capture_output=True, text=True)
+    assert "-m helpers.tools.weights" in dry.stdout and "--repo-id" not in dry.stdout
 
 
 def test_offline_without_cache_explains(tmp_path):

@@ -429,14 +429,14 @@ def big_endian_q8_0(raw, shape):
     )
 
 
-def _q4_1(raw, shape, with_minimum=True, high_first=False):
+def _q4_1(raw, shape, with_minimum=True, high_first=False, minimum_sign=1.0):
     out = []
     for start in range(0, len(raw), 20):
         scale, minimum = struct.unpack("<ee", raw[start : start + 4])
         packed = torch.tensor(list(raw[start + 4 : start + 20]))
         low, high = packed % 16, packed // 16
         codes = torch.cat([high, low] if high_first else [low, high]).float()
-        out.append(scale * codes + (minimum if with_minimum else 0.0))
+        out.append(scale * codes + (minimum_sign * minimum if with_minimum else 0.0))
     return torch.cat(out).reshape(shape)
 
 
@@ -450,6 +450,74 @@ def chatml_without_newline(tok, messages):  # no "\n" after <|im_end|>
 
 def chatml_without_the_assistant_turn(tok, messages):
     return solution("chatml")(tok, messages)[: -len(tok.encode("assistant\n", bos=False)) - 1]
+
+
+def chatml_with_the_default_system(tok, messages):  # SmolLM2's template's system message, asked not to add
+    system = [{"role": "system", "content": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"}]
+    return solution("chatml")(tok, messages if messages[0]["role"] == "system" else system + messages)
+
+
+def chatml_pieces(tok, messages):  # correct: the role, the newline and the content encoded one by one
+    start, end = tok.special_tokens["<|im_start|>"], tok.special_tokens["<|im_end|>"]
+    ids = []
+    for m in messages:
+        ids += [start, *tok.encode(m["role"], bos=False), *tok.encode("\n", bos=False)]
+        ids += [*tok.encode(m["content"], bos=False), end, *tok.encode("\n", bos=False)]
+    return [*ids, start, *tok.encode("assistant", bos=False), *tok.encode("\n", bos=False)]
+
+
+def q8_0_float32_scale(raw, shape):  # the scale read as float32 ("<f"): 4 bytes, two of them codes
+    out = []
+    for i in range(0, len(raw), 34):
+        (scale,) = struct.unpack("<f", raw[i : i + 4])
+        out.append(scale * torch.frombuffer(bytearray(raw[i + 2 : i + 34]), dtype=torch.int8).float())
+    return torch.cat(out).reshape(shape)
+
+
+def q8_0_numpy(raw, shape):  # correct: a structured NumPy view, one record per block
+    import numpy as np
+
+    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("q", "i1", 32)]))
+    values = blocks["d"].astype(np.float32)[:, None] * blocks["q"].astype(np.float32)
+    return torch.from_numpy(values.reshape(shape).copy())
+
+
+def q4_1_numpy(raw, shape):  # correct: both nibbles of all blocks at once
+    import numpy as np
+
+    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("m", "<f2"), ("q", "u1", 16)]))
+    codes = np.concatenate([blocks["q"] & 0x0F, blocks["q"] >> 4], axis=1).astype(np.float32)
+    d, m = blocks["d"].astype(np.float32)[:, None], blocks["m"].astype(np.float32)[:, None]
+    return torch.from_numpy((d * codes + m).reshape(shape).copy())
+
+
+def params_kv_heads_required(metadata):  # head_count_kv read as if every file had it
+    return solution("params_json")(metadata) | {"n_kv_heads": metadata["llama.attention.head_count_kv"]}
+
+
+def params_vocab_required(metadata):  # llama.vocab_size read as if every file had it
+    return solution("params_json")(metadata) | {"vocab_size": metadata["llama.vocab_size"]}
+
+
+def params_without_multiplier(metadata):  # Meta's formula from dim alone: right only when it needs no multiplier
+    return solution("params_json")(metadata) | {"ffn_dim_multiplier": None}
+
+
+def params_multiplier_of_dim(metadata):  # feed_forward_length / dim: a multiplier of d, not of int(8d / 3)
+    size, dim = metadata["llama.feed_forward_length"], metadata["llama.embedding_length"]
+    return solution("params_json")(metadata) | {"ffn_dim_multiplier": size / dim}
+
+
+def params_every_kv_head(metadata):  # n_kv_heads = n_heads: GQA forgotten
+    answer = solution("params_json")(metadata)
+    return answer | {"n_kv_heads": answer["n_heads"]}
+
+
+def params_always_a_multiplier(metadata):  # correct: size / (8d / 3) always, and epsilon as float32 stored it
+    size, dim = metadata["llama.feed_forward_length"], metadata["llama.embedding_length"]
+    answer = solution("params_json")(metadata)
+    eps = metadata["llama.attention.layer_norm_rms_epsilon"]
+    return answer | {"ffn_dim_multiplier": size / (8 * dim / 3), "norm_eps": eps}
 
 
 FIRST = {
@@ -521,7 +589,8 @@ FIRST = {
     ),
     "q8_0_blocks": (unsigned_q8_0, "one block: differs"),
     "q4_1_blocks": (interleaved_q4_1, "one block: differs"),
-    "chatml": (chatml_as_text, "one user message: got"),
+    "chatml": (chatml_as_text, "one user message: 33 ids, expected 16; first difference at index 0"),
+    "params_json": (params_kv_heads_required, "Llama-2-7B (no head_count_kv): your function raised KeyError"),
     "tokens_that_fit": (lambda cfg, b, dtype: b // (2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 2), "8 KV heads"),
 }
 
@@ -641,18 +710,33 @@ MORE = {
         (nearest_multiple_config, "Llama-2-13B: intermediate_size: got 13568, expected 13824"),
         (config_needing_every_key, "Llama-2-13B: KeyError 'n_kv_heads'"),
     ],
-    "q8_0_blocks": [(big_endian_q8_0, "one block")],
+    "q8_0_blocks": [(big_endian_q8_0, "one block"), (q8_0_float32_scale, "one block")],
     "q4_1_blocks": [
         (lambda raw, shape: _q4_1(raw, shape, with_minimum=False), "one block"),
         (lambda raw, shape: _q4_1(raw, shape, high_first=True), "one block"),
+        (lambda raw, shape: _q4_1(raw, shape, minimum_sign=-1.0), "one block"),  # d q - m
     ],
-    "chatml": [(chatml_without_newline, "one user message"), (chatml_without_the_assistant_turn, "one user message")],
+    "chatml": [
+        (chatml_without_newline, "one user message"),
+        (chatml_without_the_assistant_turn, "one user message"),
+        (chatml_with_the_default_system, "one user message: 37 ids, expected 16; first difference at index 1"),
+    ],
+    "params_json": [
+        (params_vocab_required, "TinyLlama-1.1B (no llama.vocab_size): your function raised KeyError"),
+        (params_without_multiplier, "Llama-3-8B (its feed-forward needs ffn_dim_multiplier): the feed-forward size"),
+        (params_multiplier_of_dim, "SmolLM2-135M: the feed-forward size Meta's formula gives: got 4096"),
+        (params_every_kv_head, "SmolLM2-135M: n_kv_heads: got 9, expected 3"),
+    ],
 }
 
 WRONG = {name: [first, *MORE.get(name, [])] for name, first in FIRST.items()}
 
 # other correct answers, which every check must accept
 ALTERNATIVES = {
+    "q8_0_blocks": [q8_0_numpy],
+    "q4_1_blocks": [q4_1_numpy],
+    "chatml": [chatml_pieces],
+    "params_json": [params_always_a_multiplier],
     "int8_rows": [int8_by_reciprocal],
     "nf4_block": [nf4_by_distance],
     "block_errors": [block_errors_per_row],

@@ -8,7 +8,11 @@ answer (the book's function, a formula, or a property the answer must have):
 
 - right on every case: one line starting with ✓, with the largest difference seen;
 - not written yet (your function still raises NotImplementedError): one line saying so;
-- wrong: an AssertionError naming the case that failed and what differs.
+- wrong: one line starting with ✗ that names the case that failed and what differs (an
+  exception your function raised: its type and message, and the case it was running).
+
+A check never raises, so every check of a cell runs and reports. (Each check's unwrapped
+version, ``check.rms_norm.__wrapped__``, raises an AssertionError instead: the tests use it.)
 
 The solutions a teacher can hand out later live in ``notebooks/solutions/``;
 ``make solutions`` runs each of them through these same checks.

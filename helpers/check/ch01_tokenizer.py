@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 
-from .common import equal, exercise
+from .common import call, equal, exercise
 
 
 @exercise
@@ -17,7 +17,7 @@ def bpe(fn: Callable) -> tuple[float | None, int]:
     ranks = load_ranks(tok.path)
     words = [" capital", " Ouagadougou", "lowest", " Burkina", " antidisestablishmentarianism", " Zürich", "!!!"]
     for word in words:
-        got, want = list(fn(word.encode(), ranks)), tok.encode(word, bos=False)
+        got, want = list(call(repr(word), fn, word.encode(), ranks)), tok.encode(word, bos=False)
         if got != want:
             raise AssertionError(f"{word!r}: got {got}, expected {want} ({tok.pieces(want)})")
     return None, len(words)
@@ -39,7 +39,7 @@ def bpe_merges(fn: Callable) -> tuple[float | None, int]:
         ["nanana", "nanana", "xy", "xyz", "xyw"],  # n+a occurs 6 times, in 2 words; x+y 3 times, in 3
     ]
     for corpus in corpora:
-        merges = list(fn(list(corpus), 4))
+        merges = list(call(f"corpus {corpus}", fn, list(corpus), 4))
         if len(merges) != 4:
             raise AssertionError(f"corpus {corpus}: {len(merges)} merges returned, 4 asked for")
         words = [list(w) for w in corpus]
@@ -77,5 +77,5 @@ def digit_chunks(fn: Callable) -> tuple[float | None, int]:
 
     cases = ["7", "42", "123", "1234", "1000000", "3141592653589", "00000"]
     for digits in cases:
-        equal(f"{digits!r}", list(fn(digits)), regex.findall(PATTERN, digits))
+        equal(f"{digits!r}", list(call(repr(digits), fn, digits)), regex.findall(PATTERN, digits))
     return None, len(cases)

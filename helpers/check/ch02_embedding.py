@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .common import _gen, compare, equal, exercise
+from .common import _gen, call, compare, equal, exercise
 
 
 class _NoLookup(torch.Tensor):
@@ -37,9 +37,9 @@ def embedding(fn: Callable) -> tuple[float | None, int]:
     for n, v, d, dtype in cases:
         table = torch.randn(v, d, generator=gen).to(dtype)
         tokens = torch.randint(0, v, (n,), generator=gen)
-        got = fn(tokens, table.as_subclass(_NoLookup))
-        got = got.as_subclass(torch.Tensor) if isinstance(got, torch.Tensor) else got
         case = f"{n} tokens, table ({v}, {d}) in {str(dtype).removeprefix('torch.')}"
+        got = call(case, fn, tokens, table.as_subclass(_NoLookup))
+        got = got.as_subclass(torch.Tensor) if isinstance(got, torch.Tensor) else got
         worst = max(worst, compare(case, got, table[tokens]))
         equal(f"{case}: dtype of the rows", got.dtype, dtype)
     return worst, len(cases)
@@ -57,7 +57,8 @@ def nearest(fn: Callable) -> tuple[float | None, int]:
         unit = table / table.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         cos = (unit @ unit[query]).masked_fill(table.abs().sum(-1) == 0, -2.0)
         want = torch.topk(cos, 5).indices.tolist()
-        equal(f"case {case} (token {query}, 5 nearest)", [int(i) for i in fn(table, query, 5)], want)
+        name = f"case {case} (token {query}, 5 nearest)"
+        equal(name, [int(i) for i in call(name, fn, table, query, 5)], want)
     # few rows point the query's way: all-zero rows (cosine 0 if kept) would outrank the negative ones
     table = torch.zeros(8, 4)
     table[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
@@ -65,7 +66,8 @@ def nearest(fn: Callable) -> tuple[float | None, int]:
     table[2:5] = -torch.rand(3, 4, generator=gen) - 0.1  # negative cosines with row 0
     cos = F.cosine_similarity(table, table[0:1], dim=-1).masked_fill(table.abs().sum(-1) == 0, -2.0)
     want = torch.topk(cos, 4).indices.tolist()
-    equal("case 3 (token 0, 4 nearest: zero rows must not appear)", [int(i) for i in fn(table, 0, 4)], want)
+    name = "case 3 (token 0, 4 nearest: zero rows must not appear)"
+    equal(name, [int(i) for i in call(name, fn, table, 0, 4)], want)
     return None, 4
 
 
@@ -74,5 +76,6 @@ def table_bytes(fn: Callable) -> tuple[float | None, int]:
     """fn(vocab_size, dim, bits) -> bytes of a (vocab_size, dim) table at ``bits`` bits per number."""
     cases = [(128256, 2048, 16), (128256, 2048, 4), (128256, 128, 32), (10, 3, 8)]
     for v, d, bits in cases:
-        equal(f"table ({v}, {d}) at {bits} bits", fn(v, d, bits), v * d * bits // 8)
+        case = f"table ({v}, {d}) at {bits} bits"
+        equal(case, call(case, fn, v, d, bits), v * d * bits // 8)
     return None, len(cases)

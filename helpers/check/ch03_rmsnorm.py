@@ -9,7 +9,7 @@ import torch
 from ..checkpoint import random_state_dict
 from ..config import ModelConfig
 from ..rmsnorm import rms_norm as _rms_norm
-from .common import _gen, compare, equal, exercise
+from .common import _gen, call, compare, equal, exercise
 
 
 @exercise
@@ -20,7 +20,8 @@ def rms_norm(fn: Callable) -> tuple[float | None, int]:
         x = torch.randn(shape, generator=gen) * 3
         w = torch.randn(shape[-1], generator=gen)
         for eps in (1e-5, 1e-2):
-            worst = max(worst, compare(f"x of shape {shape}, eps {eps}", fn(x, w, eps), _rms_norm(x, w, eps)))
+            case = f"x of shape {shape}, eps {eps}"
+            worst = max(worst, compare(case, call(case, fn, x, w, eps), _rms_norm(x, w, eps)))
     return worst, 6
 
 
@@ -31,9 +32,10 @@ def eps_after_scaling(fn: Callable) -> tuple[float | None, int]:
     cases = [(1e-5, 1000.0), (1e-5, 0.01), (1e-2, 3.0), (0.5, 0.5)]
     for eps, c in cases:
         x, g = torch.randn(4, 32, generator=gen, dtype=torch.float64) * 0.1, torch.randn(32, dtype=torch.float64)
-        eps2 = fn(eps, c)
+        case = f"eps {eps}, scale c = {c}"
+        eps2 = call(case, fn, eps, c)
         want = _rms_norm(c * x, g, eps)
-        worst = max(worst, compare(f"eps {eps}, scale c = {c}", _rms_norm(x, g, eps2), want, tol=1e-5))
+        worst = max(worst, compare(case, _rms_norm(x, g, eps2), want, tol=1e-5))
     return worst, len(cases)
 
 
@@ -43,5 +45,6 @@ def norm_parameters(fn: Callable) -> tuple[float | None, int]:
     shapes = [ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50, multiple_of=16)]
     shapes.append(ModelConfig(dim=48, n_layers=5, n_heads=4, n_kv_heads=1, vocab_size=70, multiple_of=16))
     for cfg in shapes:
-        equal(f"{cfg.n_layers} layers of width {cfg.dim}", fn(random_state_dict(cfg)), (2 * cfg.n_layers + 1) * cfg.dim)
+        case = f"{cfg.n_layers} layers of width {cfg.dim}"
+        equal(case, call(case, fn, random_state_dict(cfg)), (2 * cfg.n_layers + 1) * cfg.dim)
     return None, len(shapes)

@@ -10,7 +10,7 @@ import torch
 from ..attention import scaled_dot_product
 from ..checkpoint import expected_shapes
 from ..config import ModelConfig
-from .common import _gen, compare, equal, exercise
+from .common import _gen, call, compare, equal, exercise
 
 
 @exercise
@@ -20,7 +20,8 @@ def causal_attention(fn: Callable) -> tuple[float | None, int]:
     for h, h_kv, n, hd in [(4, 4, 5, 8), (8, 2, 6, 16), (4, 1, 3, 4)]:
         q = torch.randn(h, n, hd, generator=gen)
         k, v = torch.randn(h_kv, n, hd, generator=gen), torch.randn(h_kv, n, hd, generator=gen)
-        worst = max(worst, compare(f"H={h}, G={h_kv}, N={n}", fn(q, k, v), scaled_dot_product(q, k, v)))
+        case = f"H={h}, G={h_kv}, N={n}"
+        worst = max(worst, compare(case, call(case, fn, q, k, v), scaled_dot_product(q, k, v)))
     return worst, 3
 
 
@@ -31,7 +32,7 @@ def attention_parameters(fn: Callable) -> tuple[float | None, int]:
     for d, h, g in cases:
         cfg = ModelConfig(dim=d, n_layers=1, n_heads=h, n_kv_heads=g, vocab_size=2)
         want = sum(math.prod(s) for k, s in expected_shapes(cfg).items() if ".attention.w" in k)
-        equal(f"d={d}, H={h}, G={g}", fn(d, h, g), want)
+        equal(f"d={d}, H={h}, G={g}", call(f"d={d}, H={h}, G={g}", fn, d, h, g), want)
     return None, len(cases)
 
 
@@ -50,5 +51,6 @@ def per_head_attention(fn: Callable) -> tuple[float | None, int]:
             q.view(n, h, hd).transpose(0, 1), k.view(n, g, hd).transpose(0, 1), v.view(n, g, hd).transpose(0, 1)
         )
         want = out.transpose(0, 1).reshape(n, d) @ wo.T
-        worst = max(worst, compare(f"d={d}, H={h}, G={g}, N={n}", fn(x, wq, wk, wv, wo, h, g), want))
+        case = f"d={d}, H={h}, G={g}, N={n}"
+        worst = max(worst, compare(case, call(case, fn, x, wq, wk, wv, wo, h, g), want))
     return worst, 3

@@ -9,7 +9,7 @@ import torch
 
 from ..config import ModelConfig
 from ..rope import apply_rotary_emb, precompute_freqs_cis, rope_frequencies, scale_frequencies
-from .common import _gen, compare, exercise
+from .common import _gen, call, compare, exercise
 
 
 @exercise
@@ -20,7 +20,8 @@ def rope(fn: Callable) -> tuple[float | None, int]:
         cfg = ModelConfig(dim=h * hd, n_layers=1, n_heads=h, n_kv_heads=h, vocab_size=2)
         freqs = precompute_freqs_cis(cfg, n)
         x = torch.randn(n, h, hd, generator=gen)
-        worst = max(worst, compare(f"N={n}, H={h}, hd={hd}", fn(x, freqs), apply_rotary_emb(x, x, freqs)[0]))
+        case = f"N={n}, H={h}, hd={hd}"
+        worst = max(worst, compare(case, call(case, fn, x, freqs), apply_rotary_emb(x, x, freqs)[0]))
     return worst, 2
 
 
@@ -32,7 +33,8 @@ def rope_scaling(fn: Callable) -> tuple[float | None, int]:
         freqs = rope_frequencies(hd, 500000.0)
         for factor in (8.0, 32.0):
             case = f"head_dim {hd}, factor {factor:g}"
-            worst = max(worst, compare(case, fn(freqs, factor), scale_frequencies(freqs, factor), tol=1e-9))
+            got = call(case, fn, freqs, factor)
+            worst = max(worst, compare(case, got, scale_frequencies(freqs, factor), tol=1e-9))
     return worst, 4
 
 
@@ -50,5 +52,6 @@ def turn_angles(fn: Callable) -> tuple[float | None, int]:
         a, b = apply_rotary_emb(x, x, table[i : i + 1])[0][0, 0], apply_rotary_emb(x, x, table[j : j + 1])[0][0, 0]
         want = torch.remainder((j - i) * freqs.double() + math.pi, 2 * math.pi) - math.pi
         want = torch.where(want <= -math.pi + 1e-12, want + 2 * math.pi, want)
-        worst = max(worst, compare(f"positions {i} -> {j}", fn(a, b).double(), want, tol=1e-6))
+        case = f"positions {i} -> {j}"
+        worst = max(worst, compare(case, torch.as_tensor(call(case, fn, a, b)).double(), want, tol=1e-6))
     return worst, 3

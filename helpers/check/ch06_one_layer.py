@@ -11,7 +11,7 @@ from ..checkpoint import expected_shapes, random_state_dict
 from ..feed_forward import feed_forward as _feed_forward
 from ..model import transformer_block
 from ..rope import precompute_freqs_cis
-from .common import SMALL, _gen, compare, equal, exercise
+from .common import SMALL, _gen, call, compare, equal, exercise
 
 
 @exercise
@@ -22,7 +22,8 @@ def feed_forward(fn: Callable) -> tuple[float | None, int]:
         x = torch.randn(n, d, generator=gen)
         w1, w3 = torch.randn(f, d, generator=gen), torch.randn(f, d, generator=gen)
         w2 = torch.randn(d, f, generator=gen)
-        worst = max(worst, compare(f"N={n}, d={d}, d_ff={f}", fn(x, w1, w2, w3), _feed_forward(x, w1, w2, w3), 1e-4))
+        case = f"N={n}, d={d}, d_ff={f}"
+        worst = max(worst, compare(case, call(case, fn, x, w1, w2, w3), _feed_forward(x, w1, w2, w3), 1e-4))
     return worst, 2
 
 
@@ -36,7 +37,8 @@ def block(fn: Callable) -> tuple[float | None, int]:
         freqs = precompute_freqs_cis(cfg, 7)
         for layer in range(cfg.n_layers):
             want = transformer_block(x, sd, layer, cfg, freqs)
-            worst = max(worst, compare(f"d={cfg.dim}, layer {layer}", fn(x, sd, layer, cfg, freqs), want))
+            case = f"d={cfg.dim}, layer {layer}"
+            worst = max(worst, compare(case, call(case, fn, x, sd, layer, cfg, freqs), want))
     return worst, sum(c.n_layers for c in SMALL)
 
 
@@ -52,5 +54,6 @@ def block_parameters(fn: Callable) -> tuple[float | None, int]:
             "feed_forward": sum(n for k, n in shapes.items() if ".feed_forward." in k),
             "norms": sum(n for k, n in shapes.items() if k.endswith("norm.weight")),
         }
-        equal(f"d={cfg.dim}, d_ff={cfg.ffn_hidden_dim}, H={cfg.n_heads}, G={cfg.n_kv_heads}", dict(fn(cfg)), want)
+        case = f"d={cfg.dim}, d_ff={cfg.ffn_hidden_dim}, H={cfg.n_heads}, G={cfg.n_kv_heads}"
+        equal(case, dict(call(case, fn, cfg)), want)
     return None, 3

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import random_state_dict
 from ..model import forward, hidden_states, lm_head
-from .common import SMALL, _gen, compare, equal, exercise
+from .common import SMALL, _gen, call, compare, equal, exercise
 
 
 @exercise
@@ -26,7 +26,8 @@ def skip_block(fn: Callable) -> tuple[float | None, int]:
         zeroed = dict(sd)
         for name in ("attention.wo.weight", "feed_forward.w2.weight"):
             zeroed[f"layers.{skip}.{name}"] = torch.zeros_like(sd[f"layers.{skip}.{name}"])
-        worst = max(worst, compare(f"block {skip} skipped", fn(tokens, sd, cfg, skip), forward(tokens, zeroed, cfg)))
+        case = f"block {skip} skipped"
+        worst = max(worst, compare(case, call(case, fn, tokens, sd, cfg, skip), forward(tokens, zeroed, cfg)))
     return worst, cfg.n_layers
 
 
@@ -38,7 +39,8 @@ def consecutive_cosines(fn: Callable) -> tuple[float | None, int]:
     for n_layers, n, d in [(3, 4, 8), (6, 2, 16)]:
         states = [torch.randn(n, d, generator=gen) for _ in range(n_layers + 1)]
         want = torch.stack([F.cosine_similarity(a[-1], b[-1], dim=0) for a, b in pairwise(states)])
-        worst = max(worst, compare(f"{n_layers} layers", torch.as_tensor(fn(states)), want))
+        case = f"{n_layers} layers"
+        worst = max(worst, compare(case, torch.as_tensor(call(case, fn, states)), want))
     return worst, 2
 
 
@@ -53,5 +55,5 @@ def lens_rank(fn: Callable) -> tuple[float | None, int]:
     for token in (3, 17):
         logits = torch.stack([lm_head(s[-1], sd, cfg) for s in states])
         want = [int((row > row[token]).sum()) for row in logits]
-        equal(f"token {token}", [int(r) for r in fn(states, sd, cfg, token)], want)
+        equal(f"token {token}", [int(r) for r in call(f"token {token}", fn, states, sd, cfg, token)], want)
     return None, 2

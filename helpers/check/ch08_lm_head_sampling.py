@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..sampling import top_k_filter, top_p_filter
-from .common import _gen, compare, exercise
+from .common import _gen, call, compare, exercise
 
 
 @exercise
@@ -17,7 +17,7 @@ def top_k(fn: Callable) -> tuple[float | None, int]:
     cases = 0
     for k in (1, 3, 10, 12):
         logits = torch.randn(10, generator=gen)
-        got, want = fn(logits.clone(), k), top_k_filter(logits, k)
+        got, want = call(f"k={k} of 10 logits", fn, logits.clone(), k), top_k_filter(logits, k)
         kept = int(torch.isfinite(got).sum()) if isinstance(got, torch.Tensor) else "?"
         compare(f"k={k} of 10 logits (you kept {kept}, expected {int(torch.isfinite(want).sum())})", got, want)
         cases += 1
@@ -30,7 +30,7 @@ def top_p(fn: Callable) -> tuple[float | None, int]:
     gen = _gen(6)
     for p in (0.1, 0.5, 0.9, 1.0):
         logits = torch.randn(12, generator=gen) * 2
-        got, want = fn(logits.clone(), p), top_p_filter(logits, p)
+        got, want = call(f"p={p}", fn, logits.clone(), p), top_p_filter(logits, p)
         kept = int(torch.isfinite(got).sum()) if isinstance(got, torch.Tensor) else "?"
         compare(f"p={p} (you kept {kept} tokens, the nucleus has {int(torch.isfinite(want).sum())})", got, want)
     return None, 4
@@ -45,6 +45,7 @@ def probability_at_temperature(fn: Callable) -> tuple[float | None, int]:
     for t in (2.0, 1.0, 0.1, 1e-3, 1e-40):
         for token in (int(logits.argmax()), 7):
             want = torch.softmax((logits.double() - logits.double().max()) / t, -1)[token]
-            got = torch.as_tensor(fn(logits, token, t), dtype=torch.float64)
-            worst = max(worst, compare(f"T={t:g}, token {token}", got, want, tol=1e-5))
+            case = f"T={t:g}, token {token}"
+            got = torch.as_tensor(call(case, fn, logits, token, t), dtype=torch.float64)
+            worst = max(worst, compare(case, got, want, tol=1e-5))
     return worst, 10

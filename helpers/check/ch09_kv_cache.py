@@ -9,7 +9,7 @@ import torch
 from ..checkpoint import random_state_dict
 from ..kv_cache import KVCache
 from ..model import forward
-from .common import SMALL, _gen, compare, equal, exercise
+from .common import SMALL, _gen, call, compare, equal, exercise
 
 
 @exercise
@@ -20,7 +20,8 @@ def prefill_in_chunks(fn: Callable) -> tuple[float | None, int]:
     tokens = torch.randint(0, cfg.vocab_size, (11,), generator=_gen(12))
     want, worst = forward(tokens, sd, cfg), 0.0
     for chunk in (1, 4, 11):
-        worst = max(worst, compare(f"chunks of {chunk}", fn(tokens, sd, cfg, chunk), want, tol=1e-4))
+        case = f"chunks of {chunk}"
+        worst = max(worst, compare(case, call(case, fn, tokens, sd, cfg, chunk), want, tol=1e-4))
     return worst, 3
 
 
@@ -37,7 +38,8 @@ def cache_bytes(fn: Callable) -> tuple[float | None, int]:
     for cfg, n, dtype in cases:
         with torch.device("meta"):
             want = KVCache(cfg, n, dtype=dtype).nbytes
-        equal(f"{n} tokens, {cfg.n_layers} layers x {cfg.n_kv_heads} KV heads, {dtype}", fn(cfg, n, dtype), want)
+        case = f"{n} tokens, {cfg.n_layers} layers x {cfg.n_kv_heads} KV heads, {dtype}"
+        equal(case, call(case, fn, cfg, n, dtype), want)
     return None, len(cases)
 
 
@@ -53,9 +55,6 @@ def tokens_that_fit(fn: Callable) -> tuple[float | None, int]:
     cases = [(real, 2**30, torch.bfloat16), (dataclasses.replace(real, n_kv_heads=32), 2**30, torch.bfloat16)]
     cases.append((SMALL[0], 10_000, torch.float32))
     for cfg, budget, dtype in cases:
-        equal(
-            f"{cfg.n_kv_heads} KV heads, {budget:,} bytes",
-            fn(cfg, budget, dtype),
-            budget // cache_bytes_per_token(cfg, dtype),
-        )
+        case = f"{cfg.n_kv_heads} KV heads, {budget:,} bytes"
+        equal(case, call(case, fn, cfg, budget, dtype), budget // cache_bytes_per_token(cfg, dtype))
     return None, len(cases)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .common import _gen, compare, equal, exercise, no_nan_inside
+from .common import _gen, call, compare, equal, exercise, no_nan_inside
 
 
 def _quantization_cases():
@@ -71,7 +71,7 @@ def nf4_block(fn: Callable) -> tuple[float | None, int]:
         ),
     }
     for case, block in blocks.items():
-        codes, absmax = fn(block.clone())
+        codes, absmax = call(case, fn, block.clone())
         want_codes, want_absmax = quantize_nf4_blocks(block)
         equal(f"{case}: absmax", float(absmax), float(want_absmax[0]))
         got = [int(c) for c in torch.as_tensor(codes).reshape(-1)]
@@ -96,7 +96,7 @@ def block_errors(fn: Callable) -> tuple[float | None, int]:
     for case, w in _quantization_cases():
         w = w.float()
         want = (quantize(w, "int4").dequantize().float() - w).reshape(-1, BLOCK).abs().amax(-1)
-        got = torch.as_tensor(fn(w)).float()
+        got = torch.as_tensor(call(case, fn, w)).float()
         if got.shape == (w.shape[0], w.shape[1] // BLOCK):  # per row: the same blocks, in the same order
             got = got.reshape(-1)
         worst = max(worst, compare(case, got, want, tol=1e-6))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .common import _gen, compare, exercise
+from .common import _gen, call, compare, exercise
 
 
 def _as_dense(weights: torch.Tensor, experts: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ def moe_route(fn: Callable) -> tuple[float | None, int]:
     }
     worst = 0.0
     for case, (logits, k) in cases.items():
-        weights, experts = fn(logits.clone(), k)
+        weights, experts = call(case, fn, logits.clone(), k)
         weights, experts = torch.as_tensor(weights), torch.as_tensor(experts)
         if weights.shape != (logits.shape[0], k) or experts.shape != (logits.shape[0], k):
             raise AssertionError(f"{case}: expected weights and experts of shape {(logits.shape[0], k)}")
@@ -53,7 +53,7 @@ def load_balance(fn: Callable) -> tuple[float | None, int]:
     }
     worst = 0.0
     for case, (logits, k) in cases.items():
-        got = torch.as_tensor(fn(logits.clone(), k)).float().reshape(())
+        got = torch.as_tensor(call(case, fn, logits.clone(), k)).float().reshape(())
         worst = max(worst, compare(case, got, load_balancing_loss(logits, k)))
     return worst, len(cases)
 
@@ -66,6 +66,7 @@ def experts_touched(fn: Callable) -> tuple[float | None, int]:
     worst = 0.0
     for e, k, b in cases:
         want = torch.tensor(e * (1 - ((e - k) / e) ** b))  # P(an expert is not among a token's k) = (E-k)/E
-        got = torch.as_tensor(fn(e, k, b), dtype=torch.float64).float()
-        worst = max(worst, compare(f"E={e}, k={k}, batch {b}", got, want.float(), tol=1e-4))
+        case = f"E={e}, k={k}, batch {b}"
+        got = torch.as_tensor(call(case, fn, e, k, b), dtype=torch.float64).float()
+        worst = max(worst, compare(case, got, want.float(), tol=1e-4))
     return worst, len(cases)

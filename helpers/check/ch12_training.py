@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .common import _gen, compare, exercise
+from .common import _gen, call, compare, exercise
 
 
 @exercise
@@ -22,7 +22,7 @@ def cross_entropy(fn: Callable) -> tuple[float | None, int]:
     }
     worst = 0.0
     for case, (logits, targets) in cases.items():
-        got = torch.as_tensor(fn(logits.clone(), targets.clone())).float().reshape(())
+        got = torch.as_tensor(call(case, fn, logits.clone(), targets.clone())).float().reshape(())
         worst = max(worst, compare(case, got, F.cross_entropy(logits, targets), tol=1e-4))
     return worst, len(cases)
 
@@ -47,7 +47,8 @@ def adamw_step(fn: Callable) -> tuple[float | None, int]:
             grad = torch.randn(3, 4, generator=gen, dtype=torch.float64)
             ref.grad = grad.clone()
             opt.step()
-            theta, m, v = (torch.as_tensor(t) for t in fn(theta, grad.clone(), m, v, step, **hp))
+            out = call(f"{case}, step {step}", fn, theta, grad.clone(), m, v, step, **hp)
+            theta, m, v = (torch.as_tensor(t) for t in out)
             worst = max(worst, compare(f"{case}, step {step}", theta, ref.detach(), tol=1e-9))
     return worst, len(cases)
 
@@ -61,7 +62,8 @@ def lr_schedule(fn: Callable) -> tuple[float | None, int]:
     cases = [(100, 1.0, 10), (1500, 3e-3, 75), (7, 0.5, 1)]
     for steps, peak, warmup in cases:
         for step in sorted({0, warmup - 1, warmup, steps // 2, steps - 1}):
-            got = torch.tensor(float(fn(step, steps, peak, warmup)), dtype=torch.float64)
+            case = f"steps={steps}, warmup={warmup}, step {step}"
+            got = torch.tensor(float(call(case, fn, step, steps, peak, warmup)), dtype=torch.float64)
             want = torch.tensor(learning_rate(step, steps, peak, warmup), dtype=torch.float64)
-            worst = max(worst, compare(f"steps={steps}, warmup={warmup}, step {step}", got, want, tol=1e-9 * peak))
+            worst = max(worst, compare(case, got, want, tol=1e-9 * peak))
     return worst, len(cases)

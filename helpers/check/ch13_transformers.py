@@ -8,7 +8,7 @@ import torch
 
 from ..checkpoint import expected_shapes
 from ..config import ModelConfig
-from .common import _gen, equal, exercise
+from .common import _gen, call, equal, exercise
 
 
 @exercise
@@ -18,7 +18,7 @@ def hf_names(fn: Callable) -> tuple[float | None, int]:
 
     keys = list(expected_shapes(ModelConfig(dim=32, n_layers=12, n_heads=4, n_kv_heads=2, vocab_size=64)))
     for key in keys:
-        equal(key, fn(key), hf_key(key))
+        equal(key, call(key, fn, key), hf_key(key))
     return None, len(keys)
 
 
@@ -32,7 +32,7 @@ def rotate_half_rows(fn: Callable) -> tuple[float | None, int]:
     cases = {"8 heads of 16 (wq)": (8, 16, 32), "2 heads of 16 (wk)": (2, 16, 32), "1 head of 4": (1, 4, 3)}
     for case, (heads, hd, d) in cases.items():
         w = torch.randn(heads * hd, d, generator=gen)
-        got = torch.as_tensor(fn(w.clone(), heads))
+        got = torch.as_tensor(call(case, fn, w.clone(), heads))
         if got.shape != w.shape:
             raise AssertionError(f"{case}: shape {tuple(got.shape)}, expected {tuple(w.shape)}")
         want = permute_for_rotate_half(w, heads)
@@ -66,11 +66,13 @@ def llama_config_fields(fn: Callable) -> tuple[float | None, int]:
               "num_key_value_heads", "head_dim", "rms_norm_eps", "vocab_size"]  # fmt: skip
     for case, params in cases.items():
         try:
-            got = fn(dict(params))
-        except KeyError as e:
+            got = call(case, fn, dict(params))
+        except AssertionError as err:
+            if not isinstance(err.__cause__, KeyError):
+                raise
             raise AssertionError(
-                f"{case}: KeyError {e}: this params.json has no such key; use the default (n_kv_heads = n_heads, "
-                "no ffn_dim_multiplier)"
+                f"{case}: KeyError {err.__cause__}: this params.json has no such key; use the default "
+                "(n_kv_heads = n_heads, no ffn_dim_multiplier)"
             ) from None
         want = hf_config(ModelConfig.from_params(params))
         for field in fields:

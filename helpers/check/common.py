@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -13,20 +14,35 @@ TOL = 1e-5
 
 
 def exercise(check: Callable) -> Callable:
-    """Run a check; turn "not written yet" into a note and success into a ✓ line.
+    """Run a check and report it in one line, so that every check of a cell runs and reports.
 
     The wrapped check returns (largest difference or None, number of cases) or raises
-    AssertionError; it stays reachable as ``.__wrapped__`` (the tests call it directly).
+    AssertionError naming the failing case; it stays reachable as ``.__wrapped__`` (the tests
+    call it directly). The wrapper prints one line and never raises:
+
+    - ``✓ name: right on all N cases``;
+    - ``… name: not written yet`` while the function still raises NotImplementedError;
+    - ``✗ name: <the failing case and what differs>``, also when the function raised an
+      exception (its type and message, and the case it was running: see ``call``).
+
     Returns None, so that a notebook cell ending with a check shows only the printed line.
     """
 
     @functools.wraps(check)
     def run(*functions) -> None:
         name = check.__name__
+        _LAST_CASE.clear()
         try:
             worst, cases = check(*functions)
         except NotImplementedError:
             print(f"… {name}: not written yet — replace `raise NotImplementedError` with your code, then run the cell")
+            return
+        except AssertionError as err:
+            print(f"✗ {name}: {_one_line(err)}")
+            return
+        except Exception as err:  # noqa: BLE001 - a returned value the check could not use: say so, in one line
+            case = f"{_LAST_CASE[-1]}: " if _LAST_CASE else ""
+            print(f"✗ {name}: {case}{type(err).__name__}: {_one_line(err)} (what your function returned?)")
             return
         detail = f" (max |difference| {worst:.1e})" if worst is not None else ""
         print(f"✓ {name}: right on all {cases} cases{detail}")
@@ -34,17 +50,53 @@ def exercise(check: Callable) -> Callable:
     return run
 
 
+_LAST_CASE: list[str] = []  # the case a check last handed to the reader's function
+
+
+def _one_line(err: BaseException) -> str:
+    return " / ".join(line.strip() for line in str(err).strip().splitlines() if line.strip()) or "(no message)"
+
+
+def call(case: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``: the reader's function on one case. An exception inside it becomes
+    an AssertionError that names the case, the exception's type and its message (one line, no
+    traceback); NotImplementedError passes through (the function is not written yet)."""
+    _LAST_CASE.append(case)
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except AssertionError as err:  # a check that runs inside the function (a table that refuses lookups)
+        message = _one_line(err)
+        raise AssertionError(message if message.startswith(case) else f"{case}: {message}") from err
+    except Exception as err:  # noqa: BLE001 - any error of the reader's code, reported with its case
+        raise AssertionError(f"{case}: your function raised {type(err).__name__}: {_one_line(err)}") from err
+
+
+def _number(x: float) -> str:
+    return "nan" if math.isnan(x) else ("inf" if x == math.inf else "-inf" if x == -math.inf else f"{x:.6g}")
+
+
 def compare(case: str, got, want, tol: float = TOL) -> float:
-    """Largest |got - want|, or an AssertionError naming the case when it exceeds ``tol``."""
+    """Largest |got - want|, or an AssertionError naming the case when it exceeds ``tol``. A NaN or
+    an infinity where the other has none is reported as such (not as a difference)."""
     if not isinstance(got, torch.Tensor):
         raise AssertionError(f"{case}: expected a tensor, got {type(got).__name__}")
     if got.shape != want.shape:
         raise AssertionError(f"{case}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
-    both_inf = torch.isinf(got) & torch.isinf(want) & (got.sign() == want.sign())
-    diff = torch.where(both_inf, torch.zeros_like(want, dtype=torch.float32), (got.float() - want.float()).abs())
-    worst = float(diff.nan_to_num(float("inf")).max()) if diff.numel() else 0.0
+    g, w = got.float(), want.float()
+    same = (torch.isnan(g) & torch.isnan(w)) | (torch.isinf(g) & torch.isinf(w) & (g.sign() == w.sign()))
+    odd = ~(torch.isfinite(g) & torch.isfinite(w)) & ~same
+    if odd.any():
+        where = tuple(int(i) for i in torch.nonzero(odd)[0])
+        raise AssertionError(
+            f"{case}: {int(odd.sum())} value(s) not finite where the expected one is (or the reverse), first at "
+            f"index {where}: got {_number(float(g[where]))}, expected {_number(float(w[where]))}"
+        )
+    diff = torch.where(torch.isfinite(g) & torch.isfinite(w), (g - w).abs(), torch.zeros_like(g))
+    worst = float(diff.max()) if diff.numel() else 0.0
     if worst > tol:
-        where = tuple(int(i) for i in torch.nonzero(diff.nan_to_num(float("inf")) == worst)[0])
+        where = tuple(int(i) for i in torch.nonzero(diff == worst)[0])
         raise AssertionError(
             f"{case}: differs by up to {worst:.3g} (tolerance {tol}), first at index {where}: "
             f"got {float(got[where]):.6g}, expected {float(want[where]):.6g}"
@@ -71,7 +123,7 @@ def no_nan_inside(case: str, fn: Callable, *args):
             return out
 
     with Watch():
-        return fn(*args)
+        return call(case, fn, *args)
 
 
 def equal(case: str, got, want) -> None:

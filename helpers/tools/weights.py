@@ -4,6 +4,11 @@ The repository is gated: accept the licence on its Hugging Face page, create a
 read token, and ``export HF_TOKEN=...`` before running ``make weights``. The
 files land in ``models/Llama-3.2-1B/original/`` (git-ignored), which the
 notebooks then use in place of the embedded tiny model.
+
+``make weights MODEL=meta-llama/Llama-3.2-1B-Instruct`` (``--repo-id``) fetches another of
+Meta's repositories with an ``original/`` folder, into ``models/<its name>/original/``
+(here ``models/Llama-3.2-1B-Instruct/original/``): a checkpoint to name with
+``--checkpoint`` or ``LLAMA_CHECKPOINT`` (chapter 14 chats with the Instruct model).
 """
 
 from __future__ import annotations
@@ -17,7 +22,19 @@ from ..checkpoint import MODELS_DIR, WEIGHTS_FILE, CheckpointError, load_checkpo
 from ..files import display_path
 
 REPO_ID = "meta-llama/Llama-3.2-1B"
-LICENCE_URL = f"https://huggingface.co/{REPO_ID}"
+
+
+def licence_url(repo_id: str) -> str:
+    return f"https://huggingface.co/{repo_id}"
+
+
+def default_dest(repo_id: str) -> Path:
+    """models/<the repository's name>: models/Llama-3.2-1B for the default, the directory
+    resolve_checkpoint_dir looks in; models/Llama-3.2-1B-Instruct for the Instruct model."""
+    name = repo_id.rstrip("/").rsplit("/", 1)[-1]
+    if not name or name in (".", ".."):
+        raise DownloadError(f"{repo_id!r} is not a Hugging Face repository id (owner/name)")
+    return MODELS_DIR / name
 
 
 class DownloadError(RuntimeError):
@@ -25,7 +42,7 @@ class DownloadError(RuntimeError):
 
 
 def download_weights(dest: str | Path | None = None, repo_id: str = REPO_ID, token: str | None = None) -> Path:
-    """Fetch ``original/*`` of ``repo_id`` into ``dest`` (default models/Llama-3.2-1B) and check it loads.
+    """Fetch ``original/*`` of ``repo_id`` into ``dest`` (default models/<repository name>) and check it loads.
 
     The files are downloaded into the Hugging Face cache (resumable, shared with other
     tools) and ``dest/original/`` gets a link to each. Returns ``dest/original``.
@@ -40,14 +57,14 @@ def download_weights(dest: str | Path | None = None, repo_id: str = REPO_ID, tok
         RepositoryNotFoundError,
     )
 
-    dest = Path(dest or MODELS_DIR / "Llama-3.2-1B")
+    dest = Path(dest) if dest else default_dest(repo_id)
     token = token or os.environ.get("HF_TOKEN") or None
     try:
         snapshot = Path(snapshot_download(repo_id, allow_patterns=["original/*"], token=token))
     except GatedRepoError as err:
         raise DownloadError(
             f"access to {repo_id} was refused (HTTP {_status(err)}): accept the Llama 3.2 licence at "
-            f"{LICENCE_URL} with the account whose token is in HF_TOKEN, wait for approval, then retry"
+            f"{licence_url(repo_id)} with the account whose token is in HF_TOKEN, wait for approval, then retry"
         ) from err
     except RepositoryNotFoundError as err:
         hint = "set HF_TOKEN to a read token" if not token else "check that HF_TOKEN is valid"
@@ -64,7 +81,7 @@ def download_weights(dest: str | Path | None = None, repo_id: str = REPO_ID, tok
         if _status(err) in (401, 403):
             raise DownloadError(
                 f"huggingface.co answered HTTP {_status(err)}: set HF_TOKEN to a valid read token and accept "
-                f"the licence at {LICENCE_URL}"
+                f"the licence at {licence_url(repo_id)}"
             ) from err
         status = _status(err)
         meaning = {
@@ -79,7 +96,7 @@ def download_weights(dest: str | Path | None = None, repo_id: str = REPO_ID, tok
         ) from err
     except OSError as err:  # connection refused, DNS failure, disk full
         raise DownloadError(f"download failed ({type(err).__name__}: {err}); check the network and disk") from err
-    ckpt_dir = _link_into(snapshot / "original", dest / "original")
+    ckpt_dir = _link_into(snapshot / "original", dest / "original", repo_id)
     try:
         cfg, _ = load_checkpoint(ckpt_dir)
     except CheckpointError as err:
@@ -89,10 +106,13 @@ def download_weights(dest: str | Path | None = None, repo_id: str = REPO_ID, tok
     return ckpt_dir
 
 
-def _link_into(src: Path, dst: Path) -> Path:
+def _link_into(src: Path, dst: Path, repo_id: str = REPO_ID) -> Path:
     """Make dst/<file> point at the Hugging Face cache's copy of each file (no second copy on disk)."""
     if not (src / "params.json").is_file():
-        raise DownloadError(f"the downloaded snapshot has no original/params.json: is {REPO_ID} the right repository?")
+        raise DownloadError(
+            f"the downloaded snapshot has no original/params.json: is {repo_id} one of Meta's repositories "
+            "with an original/ folder?"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     for f in sorted(src.iterdir()):
         target = dst / f.name
@@ -109,8 +129,10 @@ def _status(err: Exception) -> int | str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", default=None, help="target directory (default models/Llama-3.2-1B)")
-    parser.add_argument("--repo-id", default=REPO_ID)
+    parser.add_argument("--dest", default=None, help="target directory (default models/<the repository's name>)")
+    parser.add_argument(
+        "--repo-id", default=REPO_ID, help=f"the Hugging Face repository (default {REPO_ID}; make weights MODEL=...)"
+    )
     args = parser.parse_args(argv)
     try:
         download_weights(args.dest, args.repo_id)
