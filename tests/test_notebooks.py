@@ -294,7 +294,7 @@ def test_no_check_in_a_chapter_uses_a_literal_tolerance():
         f"{path.stem} cell {i}: {m.group(0)}"
         for path in NOTEBOOKS
         for i, cell in enumerate(code_cells(path))
-        for m in LITERAL_TOLERANCE.finditer(cell["source"])
+        for m in LITERAL_TOLERANCE.finditer("".join(cell["source"]))
     ]
     assert not found, f"derive these from the values (helpers.numerics.float32_tolerance): {found}"
     assert LITERAL_TOLERANCE.search("assert_close(a, b, rtol=0, atol=1e-6)")
