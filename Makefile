@@ -51,9 +51,10 @@ OTHER_CPU += TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-other-cpu
 NUMERIC_TESTS := tests/test_parity_hf.py tests/test_parity_meta.py tests/test_generation.py tests/test_quantize.py
 
 ## make test: unit, property and oracle tests and every notebook re-executed and compared (nbval), every
-## chapter run on the real SmolLM2 model, then the notebooks, the numeric tests and the chapters on
-## SmolLM2 again with another processor's kernels
-# the chapters whose row in the table of chapters (notebooks/book.json) says "smoke": today every one
+## smoke chapter run on the real SmolLM2 model, then the notebooks, the numeric tests and those chapters
+## on SmolLM2 again with another processor's kernels
+# the chapters whose row in the table of chapters (notebooks/book.json) says "smoke" (11 compacts the
+# embedded model's vocabulary, which a real model does not have; 10, 12, 14 and 15 are not yet checked there)
 SMOKE_CHAPTERS := $(shell $(PYTHON) -c 'import json; print(*(c["number"] for c in json.load(open("notebooks/book.json"))["chapters"] if c["smoke"]))')
 SMOKE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m helpers.tools.book smoke --checkpoint $(SMOLLM2) $(SMOKE_CHAPTERS)
 
