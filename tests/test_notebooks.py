@@ -329,7 +329,13 @@ def test_a_chapter_run_alone_gives_its_committed_outputs(tmp_path):
 
     env = {**os.environ, "BOOK_ARTIFACTS": str(tmp_path / "artifacts")}
     chapters = ["notebooks/05_rope.ipynb", "notebooks/08_lm_head_sampling.ipynb"]
-    nbval = ["--nbval", "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]
+    # the same sanitizing as make test's, and this test's artifacts folder read as the book's
+    sanitize = tmp_path / "sanitize.cfg"
+    sanitize.write_text(
+        (ROOT / "tests" / "nbval_sanitize.cfg").read_text()
+        + f"\n[this-test's-artifacts]\nregex: {re.escape(str(tmp_path / 'artifacts'))}\nreplace: artifacts\n"
+    )
+    nbval = ["--nbval", "--nbval-current-env", "--nbval-sanitize-with", str(sanitize)]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *nbval, *chapters],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
