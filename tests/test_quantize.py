@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHAPES, U32, float32_tolerance, random_tokens
+from conftest import SHAPES, float32_tolerance, random_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.checkpoint import TINY_DIR, load_checkpoint, random_state_dict
 from helpers.hf import hf_model
 from helpers.model import forward
+from helpers.numerics import U32
 from helpers.quantize import (
     BLOCK,
     NF4_LEVELS,
