@@ -153,8 +153,9 @@ def nbformat_cells(path: Path) -> list[dict]:
 # Named in a chapter, not shown: the library's defensive version of what the chapter shows in its
 # core form (read_gguf: chapter 14's parse_gguf_header, with every length it reads checked), the
 # machinery around a shown concept (ChatTemplate: a format's name and default system message, read
-# from a file; check_messages: refusing malformed messages) and a check (transformers_from_gguf).
-NAMED_NOT_SHOWN = {"read_gguf", "ChatTemplate", "check_messages", "transformers_from_gguf"}
+# from a file; check_messages: refusing malformed messages; render_template: a sandbox in a child
+# process) and a check (transformers_from_gguf).
+NAMED_NOT_SHOWN = {"read_gguf", "ChatTemplate", "check_messages", "transformers_from_gguf", "render_template"}
 
 
 def test_every_concept_a_chapter_imports_is_shown_in_a_chapter():
