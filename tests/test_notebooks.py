@@ -125,7 +125,8 @@ def test_the_table_of_chapters_is_the_book():
         assert made and made <= set(helpers.check.__all__), (
             f"{c.checks}: checks not exported by helpers.check: {made - set(helpers.check.__all__)}"
         )
-        assert (ROOT / "notebooks" / "solutions" / f"{c.stem}.py").is_file(), f"{c.stem}: no solution file"
+        if (ROOT / "notebooks" / "solutions").is_dir():  # the student copy has none
+            assert (ROOT / "notebooks" / "solutions" / f"{c.stem}.py").is_file(), f"{c.stem}: no solution file"
         assert re.search(rf"(?m)^\| {c.number} \| {re.escape(c.title)} \|", syllabus), (
             f"SYLLABUS.md lists no row '| {c.number} | {c.title} |'"
         )
