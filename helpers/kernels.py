@@ -23,6 +23,8 @@ from typing import Self
 
 import torch
 
+from .checkpoint import expected_shapes
+from .config import ModelConfig
 from .quantize import (
     BLOCK,
     Int4Weight,
@@ -238,3 +240,16 @@ def for_cpu_kernels(sd: dict) -> dict:
         k: kernel_weight(v) if isinstance(v, QuantizedWeight) and v.codes.device.type in ("cpu", "meta") else v
         for k, v in sd.items()
     }
+
+
+def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype, scheme: str | None = None) -> int:
+    """Weight bytes one decode step reads: every block's matrices and norms, the final norm,
+    the LM head (V x d, never quantized), and one embedding row. With a ``scheme``, the seven
+    projections count as the kernels store them: codes and scales."""
+    with torch.device("meta"):
+        sd = {k: torch.empty(s, dtype=dtype) for k, s in expected_shapes(cfg).items()}
+    if scheme:
+        sd = quantize_for_kernels(sd, scheme)
+    read = sum(v.nbytes for k, v in sd.items() if k not in ("tok_embeddings.weight", "output.weight"))
+    head = sd["output.weight"]
+    return read + head.nbytes + head.shape[1] * head.element_size()

@@ -1,4 +1,4 @@
-"""Mixture of experts (chapter 11): a router sends each token to k of E SwiGLU experts.
+"""Mixture of experts (chapter 12): a router sends each token to k of E SwiGLU experts.
 
 The dense feed-forward of a block is replaced by E copies of its shape ("experts") and
 a router, a (E, d) matrix whose logits x R^T say which experts a token goes to. Only

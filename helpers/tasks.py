@@ -3,7 +3,7 @@ own data, and the reader's own questions from a JSONL file.
 
 An item is ``{"question", "choices", "answer"}`` -- the question text, at least two choices,
 the index of the right one -- the shape of lm-evaluation-harness's ``multiple_choice`` tasks.
-The country tasks add ``"country"`` and ``"split"``: whether chapter 12 trained on the
+The country tasks add ``"country"`` and ``"split"``: whether chapter 11 trained on the
 country (``"training"``) or kept it apart (``"held-out"``).
 """
 
@@ -28,11 +28,11 @@ MAX_TASK_BYTES = 128 << 20
 
 
 def held_out_countries(countries: list[Country]) -> list[Country]:
-    """Chapter 12's split: a tenth of the countries, drawn with seed 0, kept out of training
+    """Chapter 11's split: a tenth of the countries, drawn with seed 0, kept out of training
     (sorted by name). ``countries`` is ``load_countries()``; the rest are the training countries.
 
     The embedded model was trained on every country: for it, "held-out" only names the same
-    countries chapter 12 held out; a model trained as chapter 12 trains its small one has
+    countries chapter 11 held out; a model trained as chapter 11 trains its small one has
     never read a sentence about them."""
     return sorted(random.Random(0).sample(countries, len(countries) // 10), key=lambda c: c.name)
 
@@ -52,7 +52,7 @@ def country_items(
     capital of {c.name}?\nA:"; the choices do not change with it). The wrong choices are other
     values of the same field (other capitals), drawn with a generator seeded with ``seed``, and
     the right one is put among them at a random place: the same test set on every run. Each
-    item also holds ``"country"`` and ``"split"`` (chapter 12's).
+    item also holds ``"country"`` and ``"split"`` (chapter 11's).
     """
     if task not in COUNTRY_TASKS:
         raise ValueError(f"unknown task {task!r}: one of {', '.join(COUNTRY_TASKS)}")

@@ -1,8 +1,8 @@
 """Training: the next-token loss, initialisation, AdamW with warm-up and cosine decay, the loop.
 
 ``train_loop`` is the one optimisation loop of the book: ``make tiny-model`` trains
-the embedded tiny-llama-3.2 with it (``train_tiny``), chapter 12 trains a smaller model
-from scratch with it, and chapter 11 fine-tunes a mixture-of-experts model with it.
+the embedded tiny-llama-3.2 with it (``train_tiny``), chapter 11 trains a smaller model
+from scratch with it, and chapter 12 fine-tunes a mixture-of-experts model with it.
 
 The tiny model's embedding table has 128,256 rows, but only the ~2,200 tokens that
 occur in the corpus are ever seen. Training keeps a compact (n_seen, d) table; every

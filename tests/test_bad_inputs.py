@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.book import smollm2
 from helpers.checkpoint import packaged_tokenizer_path, random_state_dict, save_checkpoint
 from helpers.config import ModelConfig
-from helpers.tools import smollm2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"

@@ -273,7 +273,8 @@ def test_a_file_created_while_the_output_is_written_is_left_alone(tmp_path):
 def test_text_the_tokenizer_cannot_encode_is_refused_before_the_weights_are_read(tmp_path, capsys, monkeypatch):
     """SmolLM2's vocabulary lacks 21 single bytes (chapter 14): an item or a text holding one is
     one error line, naming the character, before the weights are read."""
-    from helpers.tools import cli, smollm2
+    from helpers.book import smollm2
+    from helpers.tools import cli
 
     if not (smollm2.OUT / "params.json").is_file():
         pytest.skip("SmolLM2 is converted by make smollm2 (make test runs it first)")

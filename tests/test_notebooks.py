@@ -103,10 +103,10 @@ def test_the_shown_definitions_are_filled_in_and_checked():
 def test_the_table_of_chapters_is_the_book():
     """notebooks/book.json lists every chapter, in order, with what the rest of the book reads
     from it: the notebook (titled as the row says), its checks module (every check it defines
-    exported by helpers.check), its solution file, the stages it saves (helpers.stages has their
+    exported by helpers.check), its solution file, the stages it saves (helpers.book.stages has their
     recipes), and the syllabus lists it by number and title."""
     import helpers.check
-    from helpers.stages import RECIPES
+    from helpers.book.stages import RECIPES
 
     table = chapters()
     assert [c.stem for c in table] == [p.stem for p in NOTEBOOKS], (
@@ -135,7 +135,9 @@ def test_the_table_of_chapters_is_the_book():
         assert c.number in weeks.get(str(c.week), "").split(", "), (
             f"SYLLABUS.md's week {c.week} does not teach chapter {c.number}"
         )
-    assert set(RECIPES) == {s for c in table for s in c.saves}, "helpers.stages.RECIPES and the table's 'saves' differ"
+    assert set(RECIPES) == {s for c in table for s in c.saves}, (
+        "helpers.book.stages.RECIPES and the table's 'saves' differ"
+    )
     with pytest.raises(ValueError, match="numbers must be unique and in order"):
         import json
         import tempfile
@@ -370,7 +372,7 @@ def test_the_chapters_that_index_the_prompt_run_on_any_prompt(tmp_path, prompt):
 
 
 def test_a_prompt_longer_than_the_chapters_can_show_is_refused_in_one_line(monkeypatch):
-    from helpers.stages import MAX_PROMPT_CHARACTERS, book_prompt
+    from helpers.book.stages import MAX_PROMPT_CHARACTERS, book_prompt
 
     monkeypatch.setenv("BOOK_PROMPT", "x" * (MAX_PROMPT_CHARACTERS + 1))
     with pytest.raises(ValueError, match=f"has {MAX_PROMPT_CHARACTERS + 1} characters, more than the"):
@@ -460,3 +462,56 @@ def test_a_chapter_shows_nothing_a_later_chapter_introduces(path):
                 if when.get(name, 0) > chapter
             ]
     assert not found, f"{path.name} (chapter {chapter}) shows code from later chapters: {found}"
+
+
+# What a notebook may import from a later chapter: the cache seam and the checks above, and the
+# book's facts about countries with their accuracy (chapter 11's data, measured in chapter 10 with a
+# pointer there) -- data and measuring instruments, not a concept the chapter relies on.
+DATA_AHEAD = {"load_countries", "sentences", "fact_accuracy"}
+IMPORTED_AHEAD = REACHES_BACK | CHECKED_AHEAD | DATA_AHEAD
+
+
+def later_imports(path: Path, cells: list[dict] | None = None) -> list[str]:
+    """The names a chapter's code cells import that a later chapter introduces, and any import of
+    ``helpers.tools`` (the command-line tooling, which no notebook uses)."""
+    chapter, when = int(path.stem[:2]), introduced_in()
+    found = []
+    for cell in code_cells(path) if cells is None else cells:
+        for node in ast.walk(parse(cell)):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names if a.name.startswith("helpers")]
+                found += [f"import {m}" for m in modules if m.startswith("helpers.tools")]
+                continue
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "helpers"):
+                continue
+            parts = node.module.split(".")
+            if parts[1:2] == ["tools"] or (parts == ["helpers"] and "tools" in {a.name for a in node.names}):
+                found.append(f"from {node.module} import {', '.join(a.name for a in node.names)} (tooling)")
+                continue
+            if len(parts) > 2 or parts[1:2] in (["book"], ["check"]):
+                continue  # the book's machinery and the exercise checks
+            for alias in node.names:
+                module = parts[1] if len(parts) > 1 else alias.name
+                introduced = when.get(alias.name, CHAPTER_OF_MODULE.get(module, 0))
+                if introduced > chapter and alias.name not in IMPORTED_AHEAD:
+                    found.append(f"{alias.name} from {node.module} (chapter {introduced:02d})")
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_chapter_imports_nothing_a_later_chapter_introduces(path):
+    found = later_imports(path)
+    assert not found, f"{path.name} imports what a later chapter introduces: {found}"
+
+
+def test_the_import_order_rule_rejects_a_name_from_the_next_chapter():
+    """The rule above fails on what it exists for: chapter 11 importing chapter 12's router, or
+    chapter 14 importing the command-line tooling."""
+    training, real = (ROOT / "notebooks" / f"{c.stem}.ipynb" for c in chapters() if c.number in ("11", "14"))
+    cell = {
+        "cell_type": "code",
+        "source": ["from helpers.moe import route\n", "from helpers.corpus import load_countries\n"],
+    }
+    assert later_imports(training, [cell]) == ["route from helpers.moe (chapter 12)"]
+    tooling = {"cell_type": "code", "source": ["from helpers.tools import smollm2\n"]}
+    assert later_imports(real, [tooling]) == ["from helpers.tools import smollm2 (tooling)"]

@@ -18,13 +18,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers.book import smollm2
 from helpers.chat import ChatError, ChatTemplate, chatml_prompt, llama3_prompt, render_template
 from helpers.checkpoint import load_checkpoint
 from helpers.files import REPO_ROOT
 from helpers.gguf import GGUFError, byte_alphabet, dequantize_q4_1, dequantize_q8_0, read_gguf, transformers_from_gguf
 from helpers.model import forward
 from helpers.tokenizer import Tokenizer, TokenizerError
-from helpers.tools import smollm2
 
 Q = gguf_package.GGMLQuantizationType
 

@@ -275,8 +275,8 @@ def test_country_items_are_four_choices_from_the_same_field():
 
 
 def test_held_out_countries_are_chapter_12s():
-    """Chapter 12 draws its held-out countries on screen; the split here must stay that one."""
-    notebook = json.loads((ROOT / "notebooks" / "12_training.ipynb").read_text())
+    """Chapter 11 draws its held-out countries on screen; the split here must stay that one."""
+    notebook = json.loads((ROOT / "notebooks" / "11_training.ipynb").read_text())
     source = "\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
     line = "held_out = sorted(random.Random(0).sample(countries, len(countries) // 10), key=lambda c: c.name)"
     assert line in source
@@ -288,7 +288,7 @@ def test_held_out_countries_are_chapter_12s():
         "Cabo Verde",
         "Democratic Republic of the Congo",
         "Eswatini",
-    ]  # as chapter 12 prints them
+    ]  # as chapter 11 prints them
     items = tasks.country_items("capitals")
     assert {i["country"] for i in items if i["split"] == "held-out"} == {c.name for c in held_out}
 

@@ -352,7 +352,7 @@ def block_errors_per_row(w):  # correct: (rows, blocks per row), the same blocks
     return (quantize(w, "int4").dequantize() - w).reshape(w.shape[0], -1, 64).abs().amax(-1)
 
 
-# chapter 11
+# chapter 12
 def sigmoid_route(logits, k):
     top, experts = torch.topk(logits.float(), k, -1)
     return torch.sigmoid(top), experts
@@ -364,7 +364,7 @@ def route_by_expert_index(logits, k):  # correct: the same pairs, listed by expe
     return torch.softmax(top, -1).gather(-1, order), experts
 
 
-# chapter 12
+# chapter 11
 def adam_with_l2(theta, grad, m, v, step, lr, betas, eps, weight_decay):  # Adam + L2, not AdamW
     return solution("adamw_step")(theta, grad + weight_decay * theta, m, v, step, lr, betas, eps, 0.0)
 

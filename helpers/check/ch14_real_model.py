@@ -72,9 +72,9 @@ def q4_1_blocks(fn: Callable) -> tuple[float | None, int]:
 def chatml(fn: Callable) -> tuple[float | None, int]:
     """fn(tok, messages) -> the ChatML ids of the messages and the assistant's header (no
     default system message), for SmolLM2's tokenizer (make smollm2 converts it)."""
+    from ..book.smollm2 import OUT
     from ..chat import chatml_prompt
     from ..tokenizer import Tokenizer
-    from ..tools.smollm2 import OUT
 
     if not (OUT / "tokenizer_description.json").is_file():
         raise AssertionError(f"SmolLM2's tokenizer is not in {OUT}: run `make smollm2` first")

@@ -50,18 +50,18 @@ from pathlib import Path
 
 import torch
 
+from ..book import smollm2
 from ..checkpoint import TINY_DIR, cast_state_dict, load_checkpoint, random_state_dict
 from ..compiled import generate_compiled
 from ..config import ModelConfig, llama_3_2_1b_config
 from ..files import REPO_ROOT, atomic_write_text, display_path
 from ..generation import generate, generate_uncached
 from ..kernels import KERNEL_SCHEMES as QUANTIZED
-from ..kernels import quantize_for_kernels
-from . import smollm2
+from ..kernels import bytes_per_token, quantize_for_kernels
 from .bench_report import EAGER, machine, plot, print_table, summarize
 from .book import nbval_suite_seconds
 from .peers import PeerError
-from .roofline import bytes_per_token, measure_bandwidth
+from .roofline import measure_bandwidth
 
 OUT_DIR = REPO_ROOT / "build" / "bench"
 PROMPT_TOKENS = 16

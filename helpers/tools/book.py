@@ -76,8 +76,8 @@ def continuation(max_new_tokens: int = 24) -> str:
     """The default checkpoint's greedy continuation of the book's prompt."""
     import torch
 
+    from ..book.stages import book_prompt
     from ..generation import generate
-    from ..stages import book_prompt
     from ..tokenizer import Tokenizer
 
     ckpt = resolve_checkpoint_dir()

@@ -8,10 +8,6 @@ import time
 
 import torch
 
-from ..checkpoint import expected_shapes
-from ..config import ModelConfig
-from ..kernels import quantize_for_kernels
-
 
 def sync(device) -> None:
     """Wait for a GPU's queued work (a CPU has none), so that a timer measures it."""
@@ -31,19 +27,6 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 7, device: str = "cpu") -
         sync(device)
         times.append(time.perf_counter() - start)
     return x.nbytes / statistics.median(times) / 1e9
-
-
-def bytes_per_token(cfg: ModelConfig, dtype: torch.dtype, scheme: str | None = None) -> int:
-    """Weight bytes one decode step reads: every block's matrices and norms, the final norm,
-    the LM head (V x d, never quantized), and one embedding row. With a ``scheme``, the seven
-    projections count as the kernels store them: codes and scales."""
-    with torch.device("meta"):
-        sd = {k: torch.empty(s, dtype=dtype) for k, s in expected_shapes(cfg).items()}
-    if scheme:
-        sd = quantize_for_kernels(sd, scheme)
-    read = sum(v.nbytes for k, v in sd.items() if k not in ("tok_embeddings.weight", "output.weight"))
-    head = sd["output.weight"]
-    return read + head.nbytes + head.shape[1] * head.element_size()
 
 
 def roofline_fraction(group: dict, impl: str) -> float:

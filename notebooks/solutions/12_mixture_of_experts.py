@@ -1,4 +1,4 @@
-"""Chapter 11: mixture of experts."""
+"""Chapter 12: mixture of experts."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Chapter 12's exercise checks: training."""
+"""Chapter 11's exercise checks: training."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chapter 11's exercise checks: mixture of experts."""
+"""Chapter 12's exercise checks: mixture of experts."""
 
 from __future__ import annotations
 

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import ArtifactError, artifact_path, load_artifact, save_artifact
-from .attention import attention
-from .checkpoint import load_checkpoint
-from .files import REPO_ROOT, display_path
-from .generation import generate_uncached
-from .linear import linear
-from .model import embed, forward, forward_hidden, transformer_block
-from .rmsnorm import at_least_float32, rms_norm
-from .rope import apply_rotary_emb, precompute_freqs_cis
-from .tokenizer import Tokenizer, llama3_description
+from ..artifacts import ArtifactError, artifact_path, load_artifact, save_artifact
+from ..attention import attention
+from ..checkpoint import load_checkpoint
+from ..files import REPO_ROOT, display_path
+from ..generation import generate_uncached
+from ..linear import linear
+from ..model import embed, forward, forward_hidden, transformer_block
+from ..rmsnorm import at_least_float32, rms_norm
+from ..rope import apply_rotary_emb, precompute_freqs_cis
+from ..tokenizer import Tokenizer, llama3_description
 
 DEFAULT_PROMPT = "The capital of France is"
 SETTINGS_FILE = REPO_ROOT / "notebooks" / "book.json"

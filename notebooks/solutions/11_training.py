@@ -1,4 +1,4 @@
-"""Chapter 12: training."""
+"""Chapter 11: training."""
 
 import math
 
