@@ -177,6 +177,23 @@ def read_bounded(path: str | Path, limit: int, what: str, why: str) -> bytes:
     return data
 
 
+def read_text_file(path: str | Path, limit: int, what: str, why: str) -> str:
+    """A UTF-8 text file a user named, read with ``read_bounded``; every failure is one message
+    that names the file as ``what`` does: missing, a directory, unreadable, too large, not UTF-8."""
+    try:
+        data = read_bounded(path, limit, what, why)
+    except FileNotFoundError:
+        raise OSError(f"{what} does not exist") from None
+    except IsADirectoryError:
+        raise OSError(f"{what} is a directory: give a file") from None
+    except OSError as err:
+        raise OSError(f"{what} cannot be read ({err.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} is not UTF-8 text (byte {err.start})") from None
+
+
 def open_regular(path: str | Path, what: str) -> BinaryIO:
     """``path`` opened for binary reading, refused unless it is a regular file: a FIFO would
     block the reader forever and a device never end. The check is made on the opened file

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from .corpus import Country, load_countries
-from .files import display_path, read_bounded
+from .files import display_path, read_text_file
 
 # Each task: the start of the corpus sentence that states the fact, and the field that ends it.
 COUNTRY_TASKS = {
@@ -113,18 +113,7 @@ def read_items(path: str | Path) -> list[dict]:
     by ``check_item``. The file is read up to ``MAX_TASK_BYTES`` (a larger or endless one is
     refused) and must be UTF-8; an error names the line."""
     where = display_path(path)
-    try:
-        data = read_bounded(path, MAX_TASK_BYTES, f"task file {where}", "a million questions weigh about 100 MB")
-    except FileNotFoundError:
-        raise OSError(f"task file {where} does not exist") from None
-    except IsADirectoryError:
-        raise OSError(f"task file {where} is a directory: give a .jsonl file") from None
-    except OSError as err:
-        raise OSError(f"task file {where} cannot be read ({err.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"task file {where} is not UTF-8 text (byte {err.start})") from None
+    text = read_text_file(path, MAX_TASK_BYTES, f"task file {where}", "a million questions weigh about 100 MB")
     items = []
     for lineno, line in enumerate(text.split("\n"), 1):  # JSON text may hold U+2028, which splitlines() splits at
         if not line.strip():

@@ -418,18 +418,9 @@ MAX_TEXT_BYTES = 16 << 20
 
 def read_text(path: str) -> str:
     """--text: a non-empty UTF-8 file, read up to MAX_TEXT_BYTES (a larger or endless one is refused)."""
-    from ..files import read_bounded
+    from ..files import read_text_file
 
-    try:
-        data = read_bounded(path, MAX_TEXT_BYTES, f"--text {path}", "scoring it would take hours")
-    except FileNotFoundError:
-        raise OSError(f"--text {path} does not exist") from None
-    except OSError as err:
-        raise OSError(f"--text {path} cannot be read ({err.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"--text {path} is not UTF-8 text (byte {err.start})") from None
+    text = read_text_file(path, MAX_TEXT_BYTES, f"--text {path}", "scoring it would take hours")
     if not text.strip():
         raise ValueError(f"--text {path} is empty: there is nothing to score")
     return text
