@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,32 @@ from helpers.config import ModelConfig
 from helpers.model import forward_hidden
 from helpers.numerics import chain_terms, float32_tolerance, swiglu_size  # noqa: F401 (the tests import them from here)
 from helpers.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``python -m helpers ARGS`` run in this process through the CLI's ``main``, from the repository
+    root and without ``LLAMA_CHECKPOINT``: returns (exit status, stdout, stderr) as a
+    ``CompletedProcess``. Tests about the process itself (stdin, signals, the exit of the
+    interpreter) start one instead."""
+    from helpers.tools.cli import main
+
+    monkeypatch.delenv("LLAMA_CHECKPOINT", raising=False)
+    monkeypatch.chdir(ROOT)
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit:  # argparse's --help
+            code = exit.code if isinstance(exit.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
 
 # Property tests draw the same examples on every run: CI must not be flaky.
 settings.register_profile("book", derandomize=True, deadline=None)
