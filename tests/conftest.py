@@ -27,18 +27,21 @@ def cli(capsys, monkeypatch):
     """``python -m helpers ARGS`` run in this process through the CLI's ``main``, from the repository
     root and without ``LLAMA_CHECKPOINT``: returns (exit status, stdout, stderr) as a
     ``CompletedProcess``. Tests about the process itself (stdin, signals, the exit of the
-    interpreter) start one instead."""
+    interpreter) start one instead. ``env`` sets variables for one call."""
     from helpers.tools.cli import main
 
     monkeypatch.delenv("LLAMA_CHECKPOINT", raising=False)
     monkeypatch.chdir(ROOT)
 
-    def run(args: list[str]) -> subprocess.CompletedProcess:
+    def run(*args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         capsys.readouterr()
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit:  # argparse's --help
-            code = exit.code if isinstance(exit.code, int) else 1
+        with monkeypatch.context() as m:
+            for name, value in (env or {}).items():
+                m.setenv(name, value)
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exit:  # argparse's --help
+                code = exit.code if isinstance(exit.code, int) else 1
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out, err)
 

@@ -350,7 +350,7 @@ def test_bad_input_gets_one_error_line(tmp_path, cli, what, make, message):
     work.mkdir()
     args = make(work)
     before = sorted(p.name for p in work.iterdir())
-    r = cli(args)
+    r = cli(*args)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, f"{what}: exit {r.returncode}\n{r.stderr[-2000:]}"
     assert len(lines) == 1 and lines[0].startswith("error: "), f"{what}: {r.stderr[-2000:]}"
@@ -375,15 +375,15 @@ def test_tiny_temperature_is_greedy_not_an_error(cli):
     """T = 1e-40 overflows logits / T to inf unless the logits are shifted first: the draw must
     then be the argmax, as T -> 0 is greedy decoding."""
     base = ["generate", "--prompt", PROMPT, "--max-new-tokens", "6"]
-    greedy, cold = cli(base), cli([*base, "--temperature", "1e-40", "--seed", "0"])
+    greedy, cold = cli(*base), cli(*base, "--temperature", "1e-40", "--seed", "0")
     assert greedy.returncode == cold.returncode == 0, cold.stderr
     assert cold.stdout == greedy.stdout
 
 
 def test_prompt_file_and_standard_input(tmp_path, cli):
     (tmp_path / "prompt.txt").write_text(PROMPT + "\n")  # an editor's final newline is dropped
-    by_flag = cli(["generate", "--prompt", PROMPT, "--max-new-tokens", "3"])
-    by_file = cli(["generate", "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "3"])
+    by_flag = cli("generate", "--prompt", PROMPT, "--max-new-tokens", "3")
+    by_file = cli("generate", "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "3")
     env = {k: v for k, v in os.environ.items() if k != "LLAMA_CHECKPOINT"}
     by_stdin = subprocess.run(
         [sys.executable, "-m", "helpers", "generate", "--prompt-file", "-", "--max-new-tokens", "3"],

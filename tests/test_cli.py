@@ -1,9 +1,6 @@
 """`python -m helpers generate|logits|chat`: output format, and one clear line for each user mistake."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"
 
 
-def cli(*args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k != "LLAMA_CHECKPOINT"} | (env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "helpers", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def test_logits_file_format(tmp_path, tokenizer_vocab_ckpt):
+def test_logits_file_format(tmp_path, tokenizer_vocab_ckpt, cli):
     out = tmp_path / "logits.pt"
     r = cli("logits", "--checkpoint", str(tokenizer_vocab_ckpt), "--prompt", PROMPT, "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -38,7 +28,7 @@ def test_logits_file_format(tmp_path, tokenizer_vocab_ckpt):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temporary file is left"
 
 
-def test_generate_cached_equals_uncached(tokenizer_vocab_ckpt):
+def test_generate_cached_equals_uncached(tokenizer_vocab_ckpt, cli):
     base = ("generate", "--checkpoint", str(tokenizer_vocab_ckpt), "--prompt", PROMPT, "--max-new-tokens", "8")
     cached, uncached = cli(*base), cli(*base, "--no-cache")
     assert cached.returncode == 0, cached.stderr
@@ -49,14 +39,14 @@ def test_generate_cached_equals_uncached(tokenizer_vocab_ckpt):
     assert sampled[0] == sampled[1]
 
 
-def test_generate_uses_the_environment_checkpoint(tokenizer_vocab_ckpt):
+def test_generate_uses_the_environment_checkpoint(tokenizer_vocab_ckpt, cli):
     r = cli(
         "generate",
         "--prompt",
         PROMPT,
         "--max-new-tokens",
         "2",
-        env_extra={"LLAMA_CHECKPOINT": str(tokenizer_vocab_ckpt)},
+        env={"LLAMA_CHECKPOINT": str(tokenizer_vocab_ckpt)},
     )
     assert r.returncode == 0, r.stderr
     cfg, sd = load_checkpoint(tokenizer_vocab_ckpt, dtype=torch.float32)
@@ -77,14 +67,14 @@ def test_generate_uses_the_environment_checkpoint(tokenizer_vocab_ckpt):
         (("--prompt", PROMPT, "--compile", "--no-cache"), "leave out --no-cache"),
     ],
 )
-def test_user_mistakes_get_one_line(tokenizer_vocab_ckpt, args, message):
+def test_user_mistakes_get_one_line(tokenizer_vocab_ckpt, args, message, cli):
     r = cli("generate", "--checkpoint", str(tokenizer_vocab_ckpt), *args)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_missing_checkpoint_and_bad_out(tmp_path, tokenizer_vocab_ckpt):
+def test_missing_checkpoint_and_bad_out(tmp_path, tokenizer_vocab_ckpt, cli):
     r = cli("generate", "--checkpoint", str(tmp_path / "nowhere"), "--prompt", PROMPT)
     assert r.returncode == 2 and "holds no params.json" in r.stderr and "Traceback" not in r.stderr
     r = cli(
@@ -110,7 +100,7 @@ def test_prompt_longer_than_context(tmp_path, tokenizer_vocab_ckpt):
         generate(Tokenizer.load(None).encode(PROMPT), sd, cfg, 1)
 
 
-def test_chat_refuses_a_model_without_a_chat_format_in_one_line():
+def test_chat_refuses_a_model_without_a_chat_format_in_one_line(cli):
     """The embedded model is a base model: its tokenizer holds Llama 3's control tokens, but its
     directory carries no chat format, so `chat` says what to use instead and exits 2."""
     r = cli("chat", "--message", "What is the capital of France?")
@@ -121,7 +111,7 @@ def test_chat_refuses_a_model_without_a_chat_format_in_one_line():
         assert advice in lines[0], advice
 
 
-def test_chat_completion_is_labelled_as_one():
+def test_chat_completion_is_labelled_as_one(cli):
     from helpers.tools.cli import COMPLETION_LABEL
 
     r = cli("chat", "--completion", "--message", PROMPT, "--max-new-tokens", "2")
@@ -132,7 +122,7 @@ def test_chat_completion_is_labelled_as_one():
     assert r.returncode == 2 and "--system needs a chat format" in r.stderr
 
 
-def test_chat_follows_the_directory_not_the_model(tokenizer_vocab_ckpt):
+def test_chat_follows_the_directory_not_the_model(tokenizer_vocab_ckpt, cli):
     """The rule is whether the checkpoint directory carries a chat format: the same weights chat
     once a chat_template.json is written beside them (as a fine-tuned chat checkpoint will be)."""
     args = ("chat", "--checkpoint", str(tokenizer_vocab_ckpt), "--message", "Hello", "--max-new-tokens", "2")
