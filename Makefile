@@ -9,7 +9,7 @@ TINY := models/tiny-llama-3.2/original
 # Tests and committed outputs always use the embedded checkpoint, offline.
 OFFLINE := LLAMA_CHECKPOINT=$(CURDIR)/$(TINY) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 
-.PHONY: run test lint lab notebooks solutions student weights tiny-model smollm2 bench bench-peers clean venv
+.PHONY: run test test-code test-notebooks check lint lab notebooks solutions student weights tiny-model smollm2 bench bench-peers clean venv
 
 venv: $(STAMP)
 
@@ -57,14 +57,33 @@ NUMERIC_TESTS := tests/test_parity_hf.py tests/test_parity_meta.py tests/test_ge
 # embedded model's vocabulary, which a real model does not have; 10, 12, 14 and 15 are not yet checked there)
 SMOKE_CHAPTERS := $(shell $(PYTHON) -c 'import json; print(*(c["number"] for c in json.load(open("notebooks/book.json"))["chapters"] if c["smoke"]))')
 SMOKE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m helpers.tools.book smoke --checkpoint $(SMOLLM2) $(SMOKE_CHAPTERS)
+# make test runs in two halves side by side, one thread each, so that a 2-core machine does both at
+# once: the tests and the smoke chapters on this processor, and the notebooks on this processor then
+# on another's (whose notebooks pass their tensors through a folder of their own).
+ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+OTHER_ARTIFACTS := BOOK_ARTIFACTS=$(CURDIR)/build/artifacts-other-cpu
 
 test: $(STAMP) lint smollm2
-	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider tests $(NBVAL)
+	@rm -rf build/artifacts-other-cpu
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-code test-notebooks
+
+test-code: $(STAMP)
+	@echo "== unit, property and oracle tests"
+	$(OFFLINE) $(ONE_THREAD) $(PY) -m pytest -p no:cacheprovider tests
 	@echo "== chapters $(SMOKE_CHAPTERS) on the real model $(SMOLLM2) (executed, outputs not compared)"
-	$(SMOKE)
-	@echo "== again, with another processor's kernels: $(OTHER_CPU)"
-	$(OFFLINE) $(OTHER_CPU) $(PY) -m pytest -p no:cacheprovider $(NUMERIC_TESTS) $(NBVAL)
-	$(OTHER_CPU) $(SMOKE)
+	$(ONE_THREAD) $(SMOKE)
+
+test-notebooks: $(STAMP)
+	@echo "== every notebook re-executed and compared"
+	$(OFFLINE) $(ONE_THREAD) $(PY) -m pytest -p no:cacheprovider $(NBVAL)
+	@echo "== again with another processor's kernels ($(OTHER_CPU)): the notebooks, the numeric tests, the smoke chapters"
+	$(OFFLINE) $(OTHER_CPU) $(ONE_THREAD) $(OTHER_ARTIFACTS) $(PY) -m pytest -p no:cacheprovider $(NUMERIC_TESTS) $(NBVAL)
+	$(OTHER_CPU) $(ONE_THREAD) $(SMOKE)
+
+## make check: the quick tier for working on the book (a few minutes): lint, then every test not marked
+## slow; no notebook is executed (make test does that)
+check: $(STAMP) lint
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider -m "not slow" tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check helpers tests notebooks

@@ -161,6 +161,7 @@ def test_cache_size_at_1b_scale():
         cache.update(0, 4, torch.zeros(2, 2, 8), torch.zeros(2, 2, 8))
 
 
+@pytest.mark.slow
 def test_compiled_decode_step_equals_the_eager_step():
     """generate_compiled -- Inductor, with each one-row product rewritten as a reduction --
     gives the eager loop's tokens, greedy and sampled, and its logits to float32 rounding."""
@@ -200,6 +201,7 @@ def test_compiled_decode_step_equals_the_eager_step():
             step(prompt, sd, cfg, freqs, caches[1], 0)
 
 
+@pytest.mark.slow
 def test_compile_without_a_cpp_compiler_says_what_to_do():
     from helpers.compiled import generate_compiled
 
@@ -277,6 +279,7 @@ print(status("VmHWM") - before, sum(memory_needed(cfg, n).values()) - memory_nee
 """
 
 
+@pytest.mark.slow
 def test_prefill_memory_grows_linearly_with_the_prompt():
     """A whole-prompt attention holds heads x N x N scores (a 33k-token prompt asked for 34 GB);
     the chunked prefill holds heads x chunk x N. Peak memory, measured in a fresh process
@@ -354,6 +357,7 @@ def test_static_cache_masks_what_is_not_written_yet():
     assert mask.tolist() == [[0, 0, 0, float("-inf"), float("-inf"), float("-inf")]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["int8", "int4", "nf4", "w8a8"])
 def test_compiled_quantized_decoding_equals_the_eager_quantized_path(scheme):
     """int8 and int4 run on PyTorch's weight-only kernels (int8's one-row step a generated loop),

@@ -282,6 +282,7 @@ def test_exercises_ship_unsolved_with_a_check_each(path):
     assert called == chapter_checks(path.stem)
 
 
+@pytest.mark.slow
 def test_a_chapter_opened_cold_runs(tmp_path):
     """Chapter 06 with no artifacts at all (a fresh clone, opened alone): Run All succeeds and
     says in one line what it rebuilt."""
@@ -324,6 +325,7 @@ def test_no_check_in_a_chapter_uses_a_literal_tolerance():
     )
 
 
+@pytest.mark.slow
 def test_a_chapter_run_alone_gives_its_committed_outputs(tmp_path):
     """nbval on chapters 05 and 08 alone, with an empty artifacts folder, as a teacher re-running
     one chapter or a CI job running a subset meets them: they rebuild what the chapters before
@@ -352,6 +354,7 @@ def test_a_chapter_run_alone_gives_its_committed_outputs(tmp_path):
 @pytest.mark.parametrize(
     "prompt", ["   ", "Столица Японии — 東京 🦙 naïve"], ids=["two-tokens", "non-ascii-with-untrained-tokens"]
 )
+@pytest.mark.slow
 def test_the_chapters_that_index_the_prompt_run_on_any_prompt(tmp_path, prompt):
     """A prompt of two tokens (a fixed position such as 3 does not exist), and one whose tokens the
     embedded model never saw (zero vectors, tied logits, an early end of text): chapters 05, 08

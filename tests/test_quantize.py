@@ -175,6 +175,7 @@ def cli(*args, timeout: int = 300):
     )
 
 
+@pytest.mark.slow
 def test_cli_quantize_still_answers_paris_and_writes_the_quantized_logits(tmp_path):
     base = ("generate", "--prompt", "The capital of France is", "--max-new-tokens", "2")
     for scheme in ("int8", "int4", "nf4"):

@@ -205,6 +205,7 @@ def test_a_tokenizer_without_chat_tokens_has_no_chat_template(model_dir, tmp_pat
         ChatTemplate.load(tmp_path, Tokenizer.load(tmp_path))
 
 
+@pytest.mark.slow
 def test_forward_equals_transformers_loading_the_gguf(model_dir, gguf_path, smol_tok):
     """The book's forward on the converted weights vs transformers' own GGUF loading."""
     cfg, sd = load_checkpoint(model_dir, dtype=torch.float32)

@@ -64,6 +64,7 @@ def test_encode_pair_splits_the_whole_text_after_the_context_tokens(tiny, no_bos
         scoring.encode_pair(tok, "The capital of France is", "")
 
 
+@pytest.mark.slow
 def test_batched_loglikelihoods_equal_one_forward_per_pair(tiny):
     sd, cfg, tok = tiny
     pairs = [

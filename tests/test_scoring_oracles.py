@@ -102,6 +102,7 @@ def run_lm_eval(tmp_path, monkeypatch, exported, task: dict, add_bos_token: bool
     return {"results": result["results"][task["task"]], "samples": samples}
 
 
+@pytest.mark.slow
 def test_lm_eval_multiple_choice_gives_the_same_scores(tmp_path, monkeypatch, exported, tiny):
     sd, cfg, tok = tiny
     items = check_items()
@@ -145,6 +146,7 @@ def test_lm_eval_multiple_choice_gives_the_same_scores(tmp_path, monkeypatch, ex
     print(f"largest |log-likelihood difference| = {worst:.2g} of the derived tolerance")
 
 
+@pytest.mark.slow
 def test_lm_eval_bits_per_byte_is_the_same(tmp_path, monkeypatch, exported, tiny):
     sd, cfg, tok = tiny
     texts = [ENGLISH, corpus_text(load_countries()[:3])]

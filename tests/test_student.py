@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers.tools.student import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +23,7 @@ def _run(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_student_copy_has_no_solutions_and_runs_on_its_own(tmp_path, capsys):
     out = tmp_path / "student"
     assert main(["--out", str(out)]) == 0

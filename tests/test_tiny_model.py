@@ -50,6 +50,7 @@ def test_the_capital_of_france_is_paris(tiny):
     assert tok.piece(int(logits[-1].argmax())) == " Paris"
 
 
+@pytest.mark.slow
 def test_capital_accuracy_on_a_fixed_sample(tiny, countries):
     cfg, sd = tiny
     sample = random.Random(1234).sample(countries, 40)
@@ -77,6 +78,7 @@ def test_full_vocab_loss_equals_softmax_over_all_tokens():
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.slow
 def test_training_smoke_loss_decreases():
     countries = [
         Country("France", "Paris", "Europe", "Euro", ("Spain",), ("Marseille",)),

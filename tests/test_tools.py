@@ -3,6 +3,7 @@
 import math
 
 import nbformat
+import pytest
 import torch
 
 from helpers.checkpoint import expected_shapes, parameter_count, random_state_dict
@@ -88,6 +89,7 @@ def test_bytes_read_per_token_count_the_quantized_scales():
     assert bytes_per_token(cfg, torch.bfloat16, "w8a8") == rest + projections + 4 * rows
 
 
+@pytest.mark.slow
 def test_profile_times_exactly_the_matrices_a_step_reads():
     """--profile's projections and LM head, with the norms and one embedding row, are the bytes
     bytes_per_token says a step reads, for every format: no matrix left out or counted twice."""
