@@ -27,7 +27,9 @@ from .chat import CHAT_FILE, ChatError, ChatTemplate, check_messages
 from .config import ModelConfig
 from .corpus import Country
 from .files import display_path, new_directory, read_bounded
-from .model import forward
+from .generation import generate
+from .model import forward, forward_hidden
+from .scoring import _target_logprobs
 from .tokenizer import Tokenizer
 from .train import compact_vocab, expand_to_full_vocab, train_loop
 
@@ -315,8 +317,6 @@ def chat_answer(
 ) -> str:
     """The model's greedy reply to one user message in ``template``'s chat format, up to its
     end-of-turn token (or ``max_new_tokens``)."""
-    from .generation import generate
-
     ids = template.prompt(tok, [{"role": "user", "content": question}])
     new = generate(ids, sd, cfg, max_new_tokens, stop_ids=tok.stop_ids)
     return tok.decode([t for t in new if t not in tok.stop_ids]).strip()
@@ -336,9 +336,6 @@ def reply_scores(
     conversation {"logprob": their summed log-probability (nats), "n_tokens", "greedy": whether
     each is the model's most likely token there}. "greedy" is exact match without normalisation:
     greedy decoding after the prompt writes exactly this reply and then ends the turn."""
-    from .model import forward_hidden
-    from .scoring import _target_logprobs
-
     out = []
     with torch.inference_mode():
         for start in range(0, len(conversations), batch_size):
