@@ -18,12 +18,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from .chat import CHAT_FILE, ChatError, ChatTemplate, check_messages
+from .checkpoint import save_checkpoint
 from .config import ModelConfig
 from .corpus import Country
 from .files import display_path, new_directory, read_bounded
@@ -285,10 +287,6 @@ def save_chat_checkpoint(
     that ``chat``, ``evaluate`` and ``export-hf`` read it. Written through ``files.new_directory``:
     a non-empty ``out`` is refused unless ``force``, and nothing half-written is left behind.
     ``log``: written as training.json beside the weights."""
-    import shutil
-
-    from .checkpoint import save_checkpoint
-
     source = Path(source)
     with new_directory(out, force, "--out", source=source) as tmp:
         save_checkpoint(tmp, cfg, sd)
