@@ -803,3 +803,82 @@ ALTERNATIVES.update(
         "resample": [lambda o, rng: [rng.choice(o) for _ in o]],
     }
 )
+
+
+# Chapter 16: instruction tuning.
+def _labels_everywhere(tok, messages):  # the loss over the prompt's tokens too
+    from helpers.sft import render_with_labels
+
+    ids, _ = render_with_labels(tok, messages)
+    return ids, list(ids)
+
+
+def _eot_masked(tok, messages):  # the end-of-turn token not trained: the model never learns to stop
+    from helpers.sft import render_with_labels
+
+    ids, labels = render_with_labels(tok, messages)
+    eot = tok.special_tokens["<|eot_id|>"]
+    return ids, [-100 if x == eot else x for x in labels]
+
+
+def _labels_shifted(tok, messages):  # labels already shifted by one (the loss shifts them again)
+    from helpers.sft import render_with_labels
+
+    ids, labels = render_with_labels(tok, messages)
+    return ids, labels[1:] + [-100]
+
+
+def _reply_without_header_newlines(tok, messages):  # the header's "\n\n" trained as part of the reply
+    from helpers.sft import render_with_labels
+
+    ids, labels = render_with_labels(tok, messages)
+    return ids, [
+        x if x != -100 or i + 1 >= len(labels) or labels[i + 1] == -100 else ids[i] for i, x in enumerate(labels)
+    ]
+
+
+WRONG.update(
+    {
+        "sft_labels": [
+            (_labels_everywhere, "is part of the prompt, yet labelled"),
+            (_eot_masked, "<|eot_id|> that ends a reply"),
+            (_labels_shifted, "shifted by one position"),
+            (_reply_without_header_newlines, "is part of the prompt, yet labelled"),
+        ],
+        "sft_masked_loss": [
+            (
+                lambda lg, lab: F.cross_entropy(lg.flatten(0, 1), lab.flatten(), ignore_index=-100),
+                "shift the logits and labels by one",
+            ),
+            (
+                lambda lg, lab: F.cross_entropy(lg[:, 1:].flatten(0, 1), lab[:, :-1].flatten(), ignore_index=-100),
+                "shifted the wrong way",
+            ),
+            (
+                lambda lg, lab: (
+                    F.cross_entropy(lg[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+                    / lab[:, 1:].numel()
+                ),
+                "divided by every position",
+            ),
+            (  # the prompt's positions scored too (their labels taken as the inputs' tokens would be: here 0)
+                lambda lg, lab: F.cross_entropy(lg[:, :-1].flatten(0, 1), lab[:, 1:].clamp(min=0).flatten()),
+                "batch 1 x 7 positions",
+            ),
+        ],
+    }
+)
+ALTERNATIVES.update(
+    {
+        "sft_labels": [
+            lambda tok, messages: __import__("helpers.sft", fromlist=["render_with_labels"]).render_with_labels(
+                tok, messages
+            )
+        ],
+        "sft_masked_loss": [
+            lambda lg, lab: (
+                torch.logsumexp(lg[:, :-1], -1) - lg[:, :-1].gather(-1, lab[:, 1:].clamp(min=0)[..., None])[..., 0]
+            )[lab[:, 1:] != -100].mean()
+        ],
+    }
+)
