@@ -180,11 +180,16 @@ def smol_template(gguf_path) -> str:
 
 @given(MESSAGES)
 def test_chatml_equals_the_gguf_jinja_template(smol_tok, smol_template, messages):
-    """The template rendered as transformers renders it (jinja2's sandbox: it is code from the file)."""
+    """The template rendered as transformers renders it (jinja2's sandbox: it is code from the file).
+    A message whose text spells a control token is left out: the rendered string cannot tell it
+    from the real one, and the book keeps it text (the test after this one)."""
     source = smol_template
-    messages = [m for m in messages if not set(m["content"].encode()) & set(smol_tok.missing_bytes)] or [
-        {"role": "user", "content": "Hi"}
-    ]
+    messages = [
+        m
+        for m in messages
+        if not set(m["content"].encode()) & set(smol_tok.missing_bytes)
+        and not any(special in m["content"] for special in smol_tok.special_tokens)
+    ] or [{"role": "user", "content": "Hi"}]
     text = render_template(source, messages=messages, add_generation_prompt=True)
     template = ChatTemplate.load(smol_tok.path.parent, smol_tok)
     assert template.prompt(smol_tok, messages) == smol_tok.encoding.encode(text, allowed_special="all")
